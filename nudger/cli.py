@@ -1,0 +1,532 @@
+"""The command line: thin; every command reads config.yaml (or --config) and calls the engine."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .config import Config, load_config
+from .errors import NudgerError, RulebookError
+from .pacing import to_local
+
+
+class Ctx:
+    def __init__(self, config_path: str | None):
+        self.config_path = config_path
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    def engine(self, clock: Callable[[], datetime] | None = None, **kwargs: Any):
+        from .engine import Engine, system_clock
+
+        return Engine(self.config, clock=clock or system_clock, **kwargs)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def _fixed_clock(config: Config, day: date | None, moment: datetime | None) -> Callable[[], datetime] | None:
+    if moment is not None:
+        at = moment if moment.tzinfo else moment.replace(tzinfo=config.zone)
+        return lambda: at
+    if day is not None:
+        at = to_local(day, time(0), config.zone)
+        return lambda: at
+    return None
+
+
+DATE = click.DateTime(formats=["%Y-%m-%d"])
+MOMENT = click.DateTime(formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"])
+
+
+def _day(value: datetime | None) -> date | None:
+    return value.date() if value is not None else None
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _local(dt: datetime | None, config: Config) -> str:
+    return dt.astimezone(config.zone).strftime("%Y-%m-%d %H:%M") if dt else "-"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="config file (default: ./config.yaml)",
+)
+@click.version_option(package_name="nudger")
+@click.pass_context
+def cli(click_ctx: click.Context, config_path: str | None) -> None:
+    """nudger: friendly, person-signed reminders for tenants of housing corporations.
+
+    \b
+    A first walk through the shipped example:
+      nudger check                      # is the rulebook sound?
+      nudger plan --date 2026-11-30     # who gets what, when (changes nothing)
+      nudger preview rent-reminder T-1001 --date 2026-11-30
+      nudger run --once --now 2026-11-30T10:00
+      nudger history T-1001
+    """
+    click_ctx.obj = Ctx(config_path)
+
+
+# --- check -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--strict", is_flag=True, help="warnings fail too (exit 1)")
+@click.option("--json", "as_json", is_flag=True, help="print the findings as JSON")
+@pass_ctx
+def check(ctx: Ctx, strict: bool, as_json: bool) -> None:
+    """Check the rulebook: every rule, officer and preference, and every text.
+
+    Prints one line per finding, `file:line: error|warning: what is wrong: what to do`.
+    Exits 1 on errors (and with --strict on warnings), else 0.
+
+    \b
+    Example:
+      nudger check --strict
+    """
+    from .tone import check_all
+
+    book, findings = check_all(ctx.config)
+    errors = sum(1 for f in findings if f.level == "error")
+    warnings = len(findings) - errors
+    if as_json:
+        _echo_json(
+            {
+                "rules": len(book.rules) if book else 0,
+                "errors": errors,
+                "warnings": warnings,
+                "findings": [f.as_dict() for f in findings],
+            }
+        )
+    else:
+        current = None
+        for f in sorted(findings, key=lambda f: (f.rule, f.file, f.line)):
+            if f.rule != current:
+                current = f.rule
+                click.echo(f"[{f.rule or 'rulebook'}]")
+            click.echo(f"  {f}")
+        n = len(book.rules) if book else 0
+        click.echo(f"{n} rules, {errors} error(s), {warnings} warning(s)")
+    if errors or (strict and warnings):
+        sys.exit(1)
+
+
+# --- schema ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--kind", type=click.Choice(["rule", "officers", "tenants"]), default="rule", show_default=True)
+@click.option(
+    "--write",
+    "write_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="write all three schemas into this folder instead",
+)
+def schema(kind: str, write_dir: str | None) -> None:
+    """Print the JSON Schema of the rule files (for editors that check YAML as you type).
+
+    \b
+    Example:
+      nudger schema > schema/rule.schema.json
+      nudger schema --write schema
+    """
+    from .rulebook import json_schemas
+
+    schemas = json_schemas()
+    if write_dir:
+        folder = Path(write_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in schemas.items():
+            (folder / f"{name}.schema.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        click.echo(f"wrote {len(schemas)} schemas to {folder}")
+        return
+    click.echo(json.dumps(schemas[kind], indent=2, ensure_ascii=False))
+
+
+# --- import ------------------------------------------------------------------------------------
+
+
+@cli.command("import")
+@click.option("--date", "day", type=DATE, default=None, help="import as of this day (YYYY-MM-DD)")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def import_cmd(ctx: Ctx, day: datetime | None, as_json: bool) -> None:
+    """Import the tenant data (config `data:`) and record the events it shows.
+
+    Bad rows are listed with their line and skipped; a broken or truncated file is refused whole.
+
+    \b
+    Example:
+      nudger import
+    """
+    engine = ctx.engine(_fixed_clock(ctx.config, _day(day), None))
+    try:
+        report = engine.import_data()
+    finally:
+        engine.close()
+    if as_json:
+        _echo_json(report.__dict__)
+        return
+    for p in report.problems:
+        click.echo(f"skipped: {p}")
+    for n in report.notes:
+        click.echo(f"note: {n}")
+    click.echo(
+        f"imported {report.tenants} tenants and {report.payments} payments "
+        f"({report.changed} changed, {report.events} new events, {len(report.problems)} rows skipped)"
+    )
+
+
+# --- plan --------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--date", "day", type=DATE, default=None, help="plan as of this day (default: today)")
+@click.option("--days", type=click.IntRange(1, 366), default=None, help="how many days ahead (default: config)")
+@click.option("--rule", "rule_ids", multiple=True, help="only this rule (repeatable)")
+@click.option("--tenant", "tenant_ids", multiple=True, help="only this tenant (repeatable); also shows what is skipped")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def plan(
+    ctx: Ctx,
+    day: datetime | None,
+    days: int | None,
+    rule_ids: tuple[str, ...],
+    tenant_ids: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Show who gets what, when, through which channel: a dry run that changes nothing.
+
+    \b
+    Example:
+      nudger plan --date 2026-11-30 --days 14
+      nudger plan --tenant T-1001 --json
+    """
+    engine = ctx.engine(_fixed_clock(ctx.config, _day(day), None))
+    try:
+        _check_ids(engine, rule_ids)
+        nudges, _ = engine.plan(
+            days=days, store=False, rule_ids=rule_ids or None, tenant_ids=tenant_ids or None, explain=bool(tenant_ids)
+        )
+        states = {n.key: n for n in engine.ledger.nudges(tenant_id=tenant_ids[0])} if len(tenant_ids) == 1 else {}
+        known = engine.ledger.existing_keys(n.key for n in nudges)
+    finally:
+        engine.close()
+    rows = []
+    for n in nudges:
+        d = n.as_dict()
+        if n.key in known:
+            d["ledger"] = states[n.key].state if n.key in states else "already in the ledger"
+        rows.append(d)
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        click.echo("nothing to plan in this period")
+        return
+    click.echo(f"{'send at':16}  {'tenant':8}  {'rule':24} {'channel':8} {'status':8} reason")
+    for n, d in zip(nudges, rows, strict=True):
+        reason = n.reason + (f" [{d['ledger']}]" if "ledger" in d else "")
+        click.echo(
+            f"{_local(n.send_at, ctx.config):16}  {n.tenant_id:8}  {n.rule_id:24} {n.channel:8} {n.status:8} {reason}"
+        )
+    planned = sum(1 for n in nudges if n.status == "planned")
+    click.echo(f"{planned} planned, {len(nudges) - planned} not (see status and reason)")
+
+
+def _check_ids(engine: Any, rule_ids: tuple[str, ...]) -> None:
+    for rid in rule_ids:
+        if rid not in engine.rulebook.rules:
+            import difflib
+
+            close = difflib.get_close_matches(rid, list(engine.rulebook.rules), n=1)
+            hint = f": did you mean `{close[0]}`?" if close else ": see `nudger check` for the rule ids"
+            raise NudgerError(f"there is no rule `{rid}`{hint}")
+
+
+# --- preview -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("rule_id")
+@click.argument("tenant_id")
+@click.option(
+    "--channel",
+    type=click.Choice(["sms", "whatsapp", "email", "print", "call"]),
+    default=None,
+    help="show it for this channel (default: the first the tenant can get)",
+)
+@click.option("--date", "day", type=DATE, default=None, help="as of this day (default: today)")
+@pass_ctx
+def preview(ctx: Ctx, rule_id: str, tenant_id: str, channel: str | None, day: datetime | None) -> None:
+    """Print a message exactly as it would go out to one tenant.
+
+    \b
+    Example:
+      nudger preview rent-reminder T-1001 --channel sms --date 2026-11-30
+    """
+    from .preview import preview_text
+
+    engine = ctx.engine(_fixed_clock(ctx.config, _day(day), None))
+    try:
+        _check_ids(engine, (rule_id,))
+        click.echo(preview_text(engine, rule_id, tenant_id, channel))
+    finally:
+        engine.close()
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="one import-plan-dispatch cycle, then exit (for cron)")
+@click.option(
+    "--now",
+    "moment",
+    type=MOMENT,
+    default=None,
+    help="with --once: run as of this moment (YYYY-MM-DDTHH:MM), e.g. for the example data",
+)
+@pass_ctx
+def run(ctx: Ctx, once: bool, moment: datetime | None) -> None:
+    """Run the daemon in the foreground: import, plan and dispatch on schedule.
+
+    Logs one structured line per event on stdout (ids only). SIGTERM or Ctrl-C finishes the message
+    in hand and exits 0; SIGHUP reloads the rulebook.
+
+    \b
+    Example:
+      nudger run                               # under systemd
+      nudger run --once                        # from cron
+      nudger run --once --now 2026-11-30T10:00 # the shipped example, as of its day
+    """
+    from .daemon import run_daemon, run_once
+
+    if moment is not None and not once:
+        raise click.UsageError("--now goes with --once only")
+    if once:
+        result = run_once(ctx.config, _fixed_clock(ctx.config, None, moment))
+        click.echo(result, err=False)
+    else:
+        run_daemon(ctx.config)
+
+
+# --- send --------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("rule_id")
+@click.option("--tenant", "tenant_ids", multiple=True, help="only this tenant (repeatable)")
+@click.option("--dry-run", is_flag=True, help="show what would go, send nothing")
+@click.option("--now", "moment", type=MOMENT, default=None, help="as of this moment (YYYY-MM-DDTHH:MM)")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def send(
+    ctx: Ctx, rule_id: str, tenant_ids: tuple[str, ...], dry_run: bool, moment: datetime | None, as_json: bool
+) -> None:
+    """Send one rule now (cron-style), through the same ledger and guards as the daemon.
+
+    Idempotent: running it again sends nothing twice. Windows, caps and expiry still apply; what
+    may not go now is kept for its next allowed moment.
+
+    \b
+    Example:
+      nudger send december-card --dry-run
+      nudger send repair-check-in --tenant T-1001
+    """
+    engine = ctx.engine(_fixed_clock(ctx.config, None, moment))
+    try:
+        _check_ids(engine, (rule_id,))
+        nudges, report = engine.send_rule(rule_id, list(tenant_ids) or None, dry_run=dry_run)
+    finally:
+        engine.close()
+    if as_json:
+        _echo_json({"planned": [n.as_dict() for n in nudges], "results": report.results})
+        return
+    if dry_run:
+        for n in nudges:
+            click.echo(f"would plan {n.key} at {_local(n.send_at, ctx.config)} ({n.status}) {n.reason}")
+        click.echo(f"{len(nudges)} nudge(s); nothing was sent (dry run)")
+        return
+    for r in report.results:
+        click.echo(f"{r['outcome']:9} {r['key']} {r['channel']} {r['reason']}")
+    click.echo(
+        f"{report.sent} sent, {report.moved} moved, {report.retry} to retry, {report.failed} failed, "
+        f"{report.expired} expired, {report.cancelled} cancelled"
+    )
+
+
+# --- event -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("tenant_id")
+@click.option("--at", "day", type=DATE, default=None, help="the day it happened (default: today)")
+@click.option("--count", type=click.IntRange(1, 10000), default=None, help="for events that count")
+@pass_ctx
+def event(ctx: Ctx, name: str, tenant_id: str, day: datetime | None, count: int | None) -> None:
+    """Record an event for a tenant, such as contact_made or repair_completed.
+
+    \b
+    Example:
+      nudger event contact_made T-1008
+      nudger event repair_completed T-1001 --at 2026-11-27
+    """
+    from .engine import Engine
+    from .rulebook import BUILTIN_EVENTS
+
+    allowed = set(BUILTIN_EVENTS) | set(ctx.config.custom_events)
+    if name not in allowed:
+        import difflib
+
+        close = difflib.get_close_matches(name, sorted(allowed), n=1)
+        hint = f"did you mean `{close[0]}`?" if close else "add it to custom_events in config.yaml"
+        raise NudgerError(f"`{name}` is not a known event: {hint}")
+    engine: Engine = ctx.engine()
+    try:
+        if not engine.records([tenant_id]):
+            raise NudgerError(f"tenant {tenant_id} is not in the data: check the id")
+        when = _day(day) or engine.today()
+        added = engine.ledger.add_events(
+            [{"tenant_id": tenant_id, "name": name, "day": when, "count": count, "source": "cli"}], engine.now()
+        )
+    finally:
+        engine.close()
+    click.echo(
+        f"recorded {name} for {tenant_id} on {when}"
+        if added
+        else f"{name} for {tenant_id} on {when} was already recorded"
+    )
+
+
+# --- history -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("tenant_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def history(ctx: Ctx, tenant_id: str, as_json: bool) -> None:
+    """Tell what a tenant was sent, and why anything was not sent.
+
+    \b
+    Example:
+      nudger history T-1001
+    """
+    engine = ctx.engine()
+    try:
+        nudges = engine.ledger.nudges(tenant_id=tenant_id)
+        moves = engine.ledger.transitions(n.id for n in nudges)
+        events = engine.ledger.events_for(tenant_id)
+        known = bool(engine.records([tenant_id]))
+    finally:
+        engine.close()
+    if not nudges and not events and not known:
+        raise NudgerError(f"tenant {tenant_id} is not in the data and has no history: check the id")
+    if as_json:
+        _echo_json(
+            {
+                "tenant": tenant_id,
+                "events": [
+                    {"name": e.name, "day": e.day.isoformat(), "count": e.count or None, "source": e.source}
+                    for e in events
+                ],
+                "nudges": [
+                    {
+                        "key": n.key,
+                        "rule": n.rule_id,
+                        "kind": n.kind,
+                        "state": n.state,
+                        "channel": n.channel,
+                        "send_at": n.send_at.isoformat() if n.send_at else None,
+                        "sent_at": n.sent_at.isoformat() if n.sent_at else None,
+                        "reason": n.reason,
+                        "created_at": n.created_at.isoformat(),
+                        "transitions": [
+                            {
+                                "at": t.at.isoformat(),
+                                "from": t.from_state,
+                                "to": t.to_state,
+                                "channel": t.channel,
+                                "reason": t.reason,
+                            }
+                            for t in moves.get(n.id, [])
+                        ],
+                    }
+                    for n in nudges
+                ],
+            }
+        )
+        return
+    cfg = ctx.config
+    click.echo(f"History of {tenant_id}")
+    if events:
+        click.echo("Events:")
+        for e in events:
+            extra = f" (count {e.count})" if e.count else ""
+            click.echo(f"  {e.day}  {e.name}{extra}  [{e.source}]")
+    if not nudges:
+        click.echo("No messages planned or sent yet.")
+    for n in nudges:
+        click.echo(
+            f"{n.rule_id} ({n.kind}), for {n.occurrence}: {n.state}"
+            + (f" by {n.channel}" if n.channel and n.state in ("sent", "delivered", "read") else "")
+        )
+        click.echo(
+            f"  {_local(n.created_at, cfg)}  planned for {_local(n.send_at, cfg)}"
+            + (f" (expires {_local(n.expires_at, cfg)})" if n.state in ("planned", "expired") else "")
+        )
+        for t in moves.get(n.id, []):
+            if t.to_state == "claimed" and t.from_state == "planned":
+                continue
+            click.echo(f"  {_local(t.at, cfg)}  {t.from_state} -> {t.to_state}: {t.reason}")
+        if not moves.get(n.id) and n.reason:
+            click.echo(f"  {n.reason}")
+
+
+def main() -> None:
+    """Entry point: expected errors become one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        cli.main(standalone_mode=False, prog_name="nudger")
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except RulebookError as exc:
+        for f in exc.findings:
+            if f.level == "error":
+                click.echo(f"nudger: {f}", err=True)
+        click.echo("nudger: the rulebook has errors; fix them (see `nudger check`)", err=True)
+        sys.exit(exc.exit_code)
+    except NudgerError as exc:
+        click.echo(f"nudger: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

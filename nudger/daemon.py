@@ -1,0 +1,209 @@
+"""`nudger run`: APScheduler 3 as the clock; the ledger, not the scheduler, is the source of truth."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from . import log as logmod
+from .config import Config
+from .engine import Engine, system_clock
+from .errors import ImportRefused, NudgerError, RulebookError
+from .ledger import store_lock
+from .log import log, warn
+from .rulebook import Rulebook, folder_fingerprint
+from .tone import check_all
+
+
+@contextmanager
+def embedded_lock(config: Config):
+    """Hold the SQLite store's file lock for the whole run (refuses when another daemon has it)."""
+    lock = store_lock(config.store_url)
+    try:
+        yield lock
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def run_once(config: Config, clock: Callable[[], datetime] | None = None) -> str:
+    """One import-plan-dispatch cycle. Returns a one-line summary; raises when the import was refused."""
+    logmod.setup()
+    with embedded_lock(config):
+        engine = Engine(config, clock=clock or system_clock)
+        refused: ImportRefused | None = None
+        try:
+            engine.rulebook  # noqa: B018 - load (and validate) before touching anything
+            try:
+                report = engine.import_data()
+                imported = f"imported {report.tenants} tenants ({len(report.problems)} rows skipped)"
+            except ImportRefused as exc:
+                refused, imported = exc, "import refused"
+            if refused is None:
+                _, added = engine.plan()
+            else:
+                added = 0
+            result = engine.dispatch(limit=100_000)
+        finally:
+            engine.close()
+    summary = (
+        f"{imported}; planned {added} new; sent {result.sent}, moved {result.moved}, "
+        f"retry {result.retry}, failed {result.failed}, expired {result.expired}, "
+        f"cancelled {result.cancelled}"
+    )
+    if refused is not None:
+        raise ImportRefused(f"{refused} ({summary})")
+    return summary
+
+
+class Daemon:
+    def __init__(self, config: Config, engine: Engine):
+        self.config = config
+        self.engine = engine
+        self.scheduler = BackgroundScheduler(
+            timezone=config.zone,
+            executors={"default": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
+        )
+        self.stopping = threading.Event()
+        self.reload_requested = threading.Event()
+        self.fingerprint = folder_fingerprint(config.rules_path)
+
+    # jobs --------------------------------------------------------------------------------------
+    def import_and_plan(self) -> None:
+        try:
+            self.engine.import_data()
+        except ImportRefused as exc:
+            warn("import_refused", reason=_first_words(str(exc)))
+            return
+        except NudgerError as exc:
+            warn("import_failed", reason=_first_words(str(exc)))
+            return
+        self.plan()
+
+    def plan(self, rule_ids: list[str] | None = None) -> None:
+        try:
+            self.engine.plan(rule_ids=rule_ids)
+        except NudgerError as exc:
+            warn("plan_failed", reason=_first_words(str(exc)))
+
+    def dispatch(self) -> None:
+        if self.stopping.is_set():
+            return
+        report = self.engine.dispatch(limit=500)
+        if report.results:
+            log(
+                "dispatch_done",
+                sent=report.sent,
+                moved=report.moved,
+                retry=report.retry,
+                failed=report.failed,
+                expired=report.expired,
+                cancelled=report.cancelled,
+            )
+
+    def watch_rules(self) -> None:
+        current = folder_fingerprint(self.config.rules_path)
+        if current != self.fingerprint or self.reload_requested.is_set():
+            self.reload_requested.clear()
+            self.fingerprint = current
+            self.reload()
+
+    def reload(self) -> None:
+        book, findings = check_all(self.config)
+        errors = [f for f in findings if f.level == "error"]
+        if book is None or errors:
+            first = errors[0] if errors else None
+            warn("rulebook_refused", finding=str(first) if first else "unreadable", count=len(errors))
+            return
+        self.engine.rulebook = book
+        self.schedule_rule_moments(book)
+        log("rulebook_reloaded", rules=len(book.rules))
+        self.plan()
+
+    def schedule_rule_moments(self, book: Rulebook) -> None:
+        """Plan at the moments rules name (cron, yearly, at), besides the regular planning."""
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("rule:"):
+                job.remove()
+        for rule in book.rules.values():
+            t = rule.trigger
+            trigger: Any = None
+            if t.kind == "cron" and t.cron is not None:
+                trigger = t.cron
+            elif t.kind == "yearly" and t.month_day:
+                trigger = CronTrigger(
+                    month=t.month_day[0], day=t.month_day[1], hour=0, minute=5, timezone=self.config.zone
+                )
+            elif t.kind == "at" and t.at is not None and t.at > self.engine.now():
+                trigger = DateTrigger(t.at)
+            if trigger is not None:
+                self.scheduler.add_job(
+                    self.plan, trigger, args=[[rule.id]], id=f"rule:{rule.id}", replace_existing=True
+                )
+
+    # life --------------------------------------------------------------------------------------
+    def start(self) -> None:
+        s = self.config.schedule
+        sched = self.scheduler
+        now = datetime.now(self.config.zone)
+        sched.add_job(
+            self.import_and_plan, CronTrigger.from_crontab(s.import_cron, timezone=self.config.zone), id="import"
+        )
+        sched.add_job(self.plan, IntervalTrigger(minutes=s.plan_every_minutes), id="plan", next_run_time=now)
+        sched.add_job(
+            self.dispatch, IntervalTrigger(seconds=s.dispatch_every_seconds), id="dispatch", next_run_time=now
+        )
+        sched.add_job(self.watch_rules, IntervalTrigger(seconds=5), id="watch")
+        self.schedule_rule_moments(self.engine.rulebook)
+        if self.engine.ledger.last_accepted_import() is None:
+            sched.add_job(self.import_and_plan, id="first-import", next_run_time=now)
+        sched.start()
+
+    def stop(self, signum: int | None = None) -> None:
+        log("daemon_stopping", signal=signum)
+        self.engine.stop.set()
+        self.stopping.set()
+
+
+def run_daemon(config: Config) -> None:
+    logmod.setup()
+    try:
+        cron = CronTrigger.from_crontab(config.schedule.import_cron, timezone=config.zone)
+    except ValueError as exc:
+        raise NudgerError(f"{config.source_file}: schedule.import: not a cron line ({exc})") from None
+    del cron
+    with embedded_lock(config):
+        engine = Engine(config)
+        book, findings = check_all(config)
+        if book is None or any(f.level == "error" for f in findings):
+            raise RulebookError([f for f in findings if f.level == "error"])
+        engine.rulebook = book
+        engine.recover()
+        daemon = Daemon(config, engine)
+        signal.signal(signal.SIGTERM, lambda n, f: daemon.stop(n))
+        signal.signal(signal.SIGINT, lambda n, f: daemon.stop(n))
+        signal.signal(signal.SIGHUP, lambda n, f: daemon.reload_requested.set())
+        daemon.start()
+        log("daemon_started", rules=len(book.rules), store=engine.ledger.engine.dialect.name, worker=engine.worker)
+        try:
+            while not daemon.stopping.wait(1.0):
+                pass
+        finally:
+            daemon.scheduler.shutdown(wait=True)  # the job in hand finishes; no new one starts
+            engine.close()
+            log("daemon_stopped")
+
+
+def _first_words(text: str, n: int = 160) -> str:
+    return text[:n]

@@ -1,0 +1,327 @@
+"""Reading tenant data (CSV files or a SQL query) into TenantRecords, with every bad row named."""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from .config import CHANNEL_NAMES, DataConfig
+from .errors import ImportRefused
+from .facts import Payment, TenantRecord
+
+TENANT_COLUMNS = (
+    "tenant_id",
+    "name",
+    "first_name",
+    "language",
+    "phone",
+    "email",
+    "whatsapp_opt_in",
+    "street",
+    "house_number",
+    "postcode",
+    "city",
+    "officer",
+    "rent",
+    "due_day",
+    "arrears",
+    "arrears_since",
+    "arrangement_amount",
+    "arrangement_day",
+    "arrangement_until",
+    "preferred_channels",
+    "move_in",
+)
+TENANT_REQUIRED = ("tenant_id", "name", "officer", "rent", "arrears")
+PAYMENT_COLUMNS = ("tenant_id", "paid_on", "amount", "for_month")
+_TRUE = {"1", "true", "yes", "ja", "y", "j", "waar"}
+_FALSE = {"", "0", "false", "no", "nee", "n", "onwaar"}
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+@dataclass
+class ImportData:
+    """What a source gave: the good records, and every row that was skipped and why."""
+
+    records: dict[str, TenantRecord]
+    problems: list[RowProblem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    tenant_rows: int = 0
+    payment_rows: int = 0
+    source: str = ""
+
+
+def parse_money(text: str) -> Decimal:
+    """Euro amounts as officers' systems write them: `612.45`, `612,45`, `1.234,56`, `€ 50`."""
+    s = text.strip().replace("€", "").replace("\u00a0", "").replace(" ", "")
+    if not s:
+        raise ValueError("empty amount")
+    if "," in s and "." in s:
+        s = s.replace(".", "").replace(",", ".") if s.rfind(",") > s.rfind(".") else s.replace(",", "")
+    elif "," in s:
+        s = s.replace(",", ".")
+    try:
+        value = Decimal(s)
+    except InvalidOperation:
+        raise ValueError(f"`{text}` is not an amount in euro (write 612.45 or 612,45)") from None
+    if not value.is_finite():
+        raise ValueError(f"`{text}` is not an amount in euro")
+    return value
+
+
+def parse_date(text: str, column: str) -> date:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{column}: `{text}` is not a date (write YYYY-MM-DD, like 2026-11-26)") from None
+
+
+def parse_bool(text: str, column: str) -> bool:
+    t = text.strip().lower()
+    if t in _TRUE:
+        return True
+    if t in _FALSE:
+        return False
+    raise ValueError(f"{column}: `{text}` is not yes or no (write ja/nee or true/false)")
+
+
+def parse_channels(text: str) -> tuple[str, ...]:
+    items = [c.strip().lower() for c in re.split(r"[;|, ]+", text) if c.strip()]
+    for c in items:
+        if c not in CHANNEL_NAMES:
+            raise ValueError(f"preferred_channels: `{c}` is not a channel (use {', '.join(CHANNEL_NAMES)})")
+    return tuple(dict.fromkeys(items))
+
+
+def _int(text: str, column: str, lo: int, hi: int) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"{column}: `{text}` is not a whole number") from None
+    if not lo <= value <= hi:
+        raise ValueError(f"{column}: {value} is not between {lo} and {hi}")
+    return value
+
+
+def tenant_from_row(row: Mapping[str, str | None]) -> TenantRecord:
+    """One tenant row to a record; raises ValueError naming the column that is wrong."""
+
+    def get(name: str) -> str:
+        value = row.get(name)
+        return "" if value is None else str(value).strip()
+
+    tid = get("tenant_id")
+    if not tid:
+        raise ValueError("tenant_id is empty")
+    if not get("name"):
+        raise ValueError("name is empty")
+    if not get("officer"):
+        raise ValueError("officer is empty (every tenant needs a contact person)")
+
+    def money(name: str, required: bool = False) -> Decimal | None:
+        value = get(name)
+        if not value:
+            if required:
+                raise ValueError(f"{name} is empty")
+            return None
+        try:
+            amount = parse_money(value)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+        if amount < 0:
+            raise ValueError(f"{name}: {value} is negative")
+        return amount
+
+    def day(name: str) -> date | None:
+        value = get(name)
+        return parse_date(value, name) if value else None
+
+    arrears = money("arrears") or Decimal(0)
+    since = day("arrears_since")
+    name = get("name")
+    return TenantRecord(
+        tenant_id=tid,
+        name=name,
+        first_name=get("first_name") or name.split()[0],
+        language=get("language").lower(),
+        phone=get("phone"),
+        email=get("email"),
+        whatsapp_opt_in=parse_bool(get("whatsapp_opt_in"), "whatsapp_opt_in"),
+        street=get("street"),
+        house_number=get("house_number"),
+        postcode=get("postcode").upper(),
+        city=get("city"),
+        officer=get("officer"),
+        rent=money("rent", required=True) or Decimal(0),
+        due_day=_int(get("due_day"), "due_day", 1, 31) if get("due_day") else 1,
+        arrears=arrears,
+        arrears_since=since,
+        arrangement_amount=money("arrangement_amount"),
+        arrangement_day=_int(get("arrangement_day"), "arrangement_day", 1, 31) if get("arrangement_day") else None,
+        arrangement_until=day("arrangement_until"),
+        preferred_channels=parse_channels(get("preferred_channels")),
+        move_in=day("move_in"),
+    )
+
+
+def payment_from_row(row: Mapping[str, str | None]) -> tuple[str, Payment]:
+    def get(name: str) -> str:
+        value = row.get(name)
+        return "" if value is None else str(value).strip()
+
+    tid = get("tenant_id")
+    if not tid:
+        raise ValueError("tenant_id is empty")
+    m = _MONTH.match(get("for_month"))
+    if not m or not 1 <= int(m.group(2)) <= 12:
+        raise ValueError(f"for_month: `{get('for_month')}` is not a month (write YYYY-MM, like 2026-11)")
+    try:
+        amount = parse_money(get("amount"))
+    except ValueError as exc:
+        raise ValueError(f"amount: {exc}") from None
+    return tid, Payment(parse_date(get("paid_on"), "paid_on"), amount, (int(m.group(1)), int(m.group(2))))
+
+
+def _read_csv(
+    path: Path, required: Iterable[str], known: Iterable[str]
+) -> tuple[Iterator[tuple[int, dict]], list[str]]:
+    if not path.exists():
+        raise ImportRefused(f"{path}: the file does not exist: check `data` in config.yaml")
+    handle = path.open(newline="", encoding="utf-8-sig")
+    try:
+        sample = handle.read(4096)
+        handle.seek(0)
+        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t") if sample else csv.excel
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.DictReader(handle, dialect=dialect)
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    reader.fieldnames = header
+    missing = [c for c in required if c not in header]
+    if missing:
+        handle.close()
+        raise ImportRefused(
+            f"{path}:1: the header lacks the column(s) {', '.join(missing)}: "
+            f"nothing was imported; the first line must name the columns ({', '.join(known)})"
+        )
+    notes = [f"{path}:1: unknown column `{c}` is ignored" for c in header if c and c not in known]
+
+    def rows() -> Iterator[tuple[int, dict]]:
+        with handle:
+            for row in reader:
+                yield reader.line_num, row
+
+    return rows(), notes
+
+
+def read_csv_source(tenants_path: Path, payments_path: Path | None) -> ImportData:
+    """Read the two CSV files of the data contract."""
+    rows, notes = _read_csv(tenants_path, TENANT_REQUIRED, TENANT_COLUMNS)
+    data = ImportData({}, notes=notes, source=str(tenants_path))
+    _collect_tenants(data, rows, str(tenants_path))
+    if payments_path is not None:
+        prow, pnotes = _read_csv(payments_path, PAYMENT_COLUMNS, PAYMENT_COLUMNS)
+        data.notes.extend(pnotes)
+        _collect_payments(data, prow, str(payments_path))
+    return data
+
+
+def read_sql_source(config: DataConfig) -> ImportData:
+    """Run the configured queries against the corporation's database (a SQLAlchemy URL)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if not config.url or not config.tenants_query:
+        raise ImportRefused("data.source is sql, but data.url or data.tenants_query is empty in config.yaml")
+    engine = create_engine(config.url)
+    data = ImportData({}, source="sql")
+    try:
+        with engine.connect() as conn:
+            result = conn.execute(text(config.tenants_query))
+            columns = list(result.keys())
+            missing = [c for c in TENANT_REQUIRED if c not in columns]
+            if missing:
+                raise ImportRefused(f"data.tenants_query: the result lacks the column(s) {', '.join(missing)}")
+            _collect_tenants(data, ((i, dict(r._mapping)) for i, r in enumerate(result, 1)), "tenants_query row")
+            if config.payments_query:
+                result = conn.execute(text(config.payments_query))
+                _collect_payments(data, ((i, dict(r._mapping)) for i, r in enumerate(result, 1)), "payments_query row")
+    except SQLAlchemyError as exc:
+        raise ImportRefused(f"the data database could not be read: {type(exc).__name__}") from None
+    finally:
+        engine.dispose()
+    return data
+
+
+def _collect_tenants(data: ImportData, rows: Iterable[tuple[int, dict]], where: str) -> None:
+    for line, row in rows:
+        data.tenant_rows += 1
+        if None in row:
+            data.problems.append(RowProblem(where, line, "the row has more cells than the header; skipped"))
+            continue
+        try:
+            record = tenant_from_row({k: (str(v) if v is not None else None) for k, v in row.items()})
+        except ValueError as exc:
+            data.problems.append(RowProblem(where, line, f"{exc}; the row was skipped"))
+            continue
+        if record.tenant_id in data.records:
+            data.problems.append(
+                RowProblem(where, line, f"tenant {record.tenant_id} appears twice; the second row was skipped")
+            )
+            continue
+        data.records[record.tenant_id] = record
+
+
+def _collect_payments(data: ImportData, rows: Iterable[tuple[int, dict]], where: str) -> None:
+    for line, row in rows:
+        data.payment_rows += 1
+        try:
+            tid, payment = payment_from_row({k: (str(v) if v is not None else None) for k, v in row.items()})
+        except ValueError as exc:
+            data.problems.append(RowProblem(where, line, f"{exc}; the row was skipped"))
+            continue
+        record = data.records.get(tid)
+        if record is None:
+            data.problems.append(RowProblem(where, line, f"payment for unknown tenant {tid}; skipped"))
+            continue
+        record.payments.append(payment)
+
+
+def read_source(config: DataConfig, base: Path) -> ImportData:
+    if config.source == "sql":
+        return read_sql_source(config)
+    tenants = Path(config.tenants)
+    payments = Path(config.payments) if config.payments else None
+    tenants = tenants if tenants.is_absolute() else base / tenants
+    if payments is not None and not payments.is_absolute():
+        payments = base / payments
+    return read_csv_source(tenants, payments)
+
+
+def check_bad_share(data: ImportData, max_share: float) -> None:
+    """Refuse the whole import when too many rows could not be read (a broken export)."""
+    total = data.tenant_rows + data.payment_rows
+    if total == 0 or data.tenant_rows == 0:
+        raise ImportRefused(f"{data.source}: the data holds no tenants; nothing was imported")
+    bad = len(data.problems)
+    if bad / total > max_share:
+        first = data.problems[0]
+        raise ImportRefused(
+            f"{bad} of {total} rows could not be read (more than {max_share:.0%}), so the whole import "
+            f"was refused and nothing was planned; first: {first}"
+        )

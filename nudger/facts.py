@@ -1,0 +1,305 @@
+"""Tenant records and the facts rules see: arrears, due dates, late history, streaks. Pure."""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+ZERO = Decimal("0")
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    paid_on: date
+    amount: Decimal
+    for_month: tuple[int, int]  # (year, month)
+
+
+@dataclass(slots=True)
+class TenantRecord:
+    """One row of the data import, with preferences from tenants.yaml applied on top."""
+
+    tenant_id: str
+    name: str
+    first_name: str = ""
+    language: str = ""
+    phone: str = ""
+    email: str = ""
+    whatsapp_opt_in: bool = False
+    street: str = ""
+    house_number: str = ""
+    postcode: str = ""
+    city: str = ""
+    officer: str = ""
+    rent: Decimal = ZERO
+    due_day: int = 1
+    arrears: Decimal = ZERO
+    arrears_since: date | None = None
+    arrangement_amount: Decimal | None = None
+    arrangement_day: int | None = None
+    arrangement_until: date | None = None
+    preferred_channels: tuple[str, ...] = ()
+    move_in: date | None = None
+    payments: list[Payment] = field(default_factory=list)
+    # preferences only tenants.yaml sets
+    window: tuple[str, ...] = ()
+    pause_until: date | None = None
+
+    def to_json(self) -> dict:
+        """A plain-JSON form for the store (money as strings, dates ISO)."""
+        out = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if name == "payments":
+                value = [
+                    [p.paid_on.isoformat(), str(p.amount), f"{p.for_month[0]:04d}-{p.for_month[1]:02d}"] for p in value
+                ]
+            elif isinstance(value, Decimal | date):
+                value = str(value) if isinstance(value, Decimal) else value.isoformat()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> TenantRecord:
+        d = dict(data)
+        for key in ("rent", "arrears"):
+            d[key] = Decimal(d[key])
+        if d.get("arrangement_amount") is not None:
+            d["arrangement_amount"] = Decimal(d["arrangement_amount"])
+        for key in ("arrears_since", "arrangement_until", "move_in", "pause_until"):
+            if d.get(key):
+                d[key] = date.fromisoformat(d[key])
+        d["preferred_channels"] = tuple(d.get("preferred_channels") or ())
+        d["window"] = tuple(d.get("window") or ())
+        d["payments"] = [
+            Payment(date.fromisoformat(p), Decimal(a), (int(m[:4]), int(m[5:7]))) for p, a, m in d.get("payments") or ()
+        ]
+        return cls(**d)
+
+
+def due_date(year: int, month: int, day: int) -> date:
+    """The due date in that month, moved to the month's last day when the month is shorter."""
+    return date(year, month, min(day, calendar.monthrange(year, month)[1]))
+
+
+def _add_months(year: int, month: int, n: int) -> tuple[int, int]:
+    index = year * 12 + (month - 1) + n
+    return index // 12, index % 12 + 1
+
+
+def monthly_dates(day: int, start: date, end: date) -> Iterator[date]:
+    """Every date with day-of-month `day` (clamped) from `start` up to and including `end`."""
+    y, m = start.year, start.month
+    while True:
+        d = due_date(y, m, day)
+        if d > end:
+            return
+        if d >= start:
+            yield d
+        y, m = _add_months(y, m, 1)
+
+
+def next_monthly(day: int, on_or_after: date) -> date:
+    return next(monthly_dates(day, on_or_after, on_or_after + timedelta(days=62)))
+
+
+@dataclass(slots=True)
+class Facts:
+    """What the rules can see about one tenant on one day."""
+
+    record: TenantRecord
+    today: date
+    last_contact: date | None = None
+    _paid_by_month: dict[tuple[int, int], list[Payment]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for p in self.record.payments:
+            self._paid_by_month.setdefault(p.for_month, []).append(p)
+
+    # --- money -------------------------------------------------------------------------------
+    @property
+    def rent(self) -> Decimal:
+        return self.record.rent
+
+    @property
+    def arrears(self) -> Decimal:
+        return self.record.arrears if self.record.arrears > 0 else ZERO
+
+    @property
+    def months_behind(self) -> Decimal:
+        if self.rent <= 0 or self.arrears <= 0:
+            return ZERO
+        return (self.arrears / self.rent).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+    @property
+    def arrears_days(self) -> int:
+        if self.arrears <= 0 or self.record.arrears_since is None:
+            return 0
+        return max(0, (self.today - self.record.arrears_since).days)
+
+    # --- dates -------------------------------------------------------------------------------
+    @property
+    def rent_due(self) -> date:
+        return next_monthly(self.record.due_day, self.today)
+
+    @property
+    def arrangement(self) -> bool:
+        r = self.record
+        if not r.arrangement_amount or r.arrangement_amount <= 0 or not r.arrangement_day:
+            return False
+        return r.arrangement_until is None or r.arrangement_until >= self.today
+
+    @property
+    def installment(self) -> Decimal | None:
+        return self.record.arrangement_amount if self.arrangement else None
+
+    @property
+    def installment_due(self) -> date | None:
+        if not self.arrangement:
+            return None
+        d = next_monthly(self.record.arrangement_day or 1, self.today)
+        until = self.record.arrangement_until
+        return d if until is None or d <= until else None
+
+    @property
+    def last_payment(self) -> date | None:
+        dates = [p.paid_on for p in self.record.payments if p.paid_on <= self.today]
+        return max(dates) if dates else None
+
+    def date_series(self, fact: str, start: date, end: date) -> list[date]:
+        """All dates of a date fact from `start` to `end` (recurring facts give several)."""
+        r = self.record
+        if fact == "rent_due":
+            return list(monthly_dates(r.due_day, start, end))
+        if fact == "installment_due":
+            if not self.arrangement:
+                return []
+            stop = min(end, r.arrangement_until) if r.arrangement_until else end
+            return list(monthly_dates(r.arrangement_day or 1, start, stop))
+        single = {
+            "arrears_since": r.arrears_since if self.arrears > 0 else None,
+            "last_payment": self.last_payment,
+            "last_contact": self.last_contact,
+            "move_in": r.move_in,
+        }[fact]
+        return [single] if single is not None and start <= single <= end else []
+
+    # --- history -----------------------------------------------------------------------------
+    def late_in(self, month: int, year: int) -> bool:
+        """True when that month's rent was paid late (after its due date, or not in full)."""
+        due = due_date(year, month, self.record.due_day)
+        if due >= self.today:
+            return False
+        move_in = self.record.move_in
+        if move_in is not None and (year, month) < (move_in.year, move_in.month):
+            return False
+        paid = sum((p.amount for p in self._paid_by_month.get((year, month), ()) if p.paid_on <= due), ZERO)
+        return paid < self.rent
+
+    def _past_months(self) -> Iterator[tuple[int, int]]:
+        """Months whose rent was due before today, newest first, back to the move-in month."""
+        y, m = self.today.year, self.today.month
+        move_in = self.record.move_in
+        floor = (move_in.year, move_in.month) if move_in else (self.today.year - 3, self.today.month)
+        for _ in range(240):
+            if (y, m) < floor:
+                return
+            if due_date(y, m, self.record.due_day) < self.today:
+                yield y, m
+            y, m = _add_months(y, m, -1)
+
+    @property
+    def late_count_6m(self) -> int:
+        months = list(zip(range(6), self._past_months(), strict=False))
+        return sum(1 for _, (y, m) in months if self.late_in(m, y))
+
+    @property
+    def on_time_streak(self) -> int:
+        streak = 0
+        for y, m in self._past_months():
+            if (y, m) not in self._paid_by_month or self.late_in(m, y):
+                break
+            streak += 1
+        return streak
+
+    def summary(self) -> dict[str, object]:
+        """The facts that events are derived from, in a form that can be stored and compared."""
+        return {
+            "arrears": str(self.arrears),
+            "months_behind_whole": int(self.months_behind),
+            "arrangement": self.arrangement,
+            "streak": self.on_time_streak,
+            "payments": len(self.record.payments),
+            "last_payment": self.last_payment.isoformat() if self.last_payment else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DerivedEvent:
+    name: str
+    count: int | None = None
+    day: date | None = None  # None: the import's day
+    previous: int | None = None  # the count before, for events that count
+
+
+def derive_events(previous: dict | None, current: Facts, since: date | None) -> list[DerivedEvent]:
+    """Events from comparing the stored summary of the last import with today's facts.
+
+    The first import of a tenant is the baseline and yields no events.
+    """
+    if previous is None:
+        return []
+    now = current.summary()
+    events: list[DerivedEvent] = []
+    before_arrears, after_arrears = Decimal(previous["arrears"]), current.arrears
+    if before_arrears <= 0 < after_arrears:
+        events.append(DerivedEvent("arrears_started"))
+    if before_arrears > 0 >= after_arrears:
+        events.append(DerivedEvent("arrears_cleared"))
+    was, whole = int(previous.get("months_behind_whole", 0)), int(now["months_behind_whole"])
+    if whole > was and whole >= 1:
+        events.append(DerivedEvent("arrears_grew", whole, None, was))
+    if int(now["payments"]) > int(previous.get("payments", 0)):
+        events.append(DerivedEvent("payment_received"))
+    was, streak = int(previous.get("streak", 0)), int(now["streak"])
+    if streak > was:
+        events.append(DerivedEvent("on_time_streak", streak, None, was))
+    if now["arrangement"] and not previous.get("arrangement"):
+        events.append(DerivedEvent("arrangement_made"))
+    if since is not None and current.arrangement:
+        events.extend(DerivedEvent("installment_missed", None, d) for d in _missed_installments(current, since))
+    return events
+
+
+INSTALLMENT_GRACE_DAYS = 2
+
+
+def _missed_installments(facts: Facts, since: date) -> list[date]:
+    """Installment dates after `since` (plus grace) up to today with too little paid around them.
+
+    Installments pay off earlier months, so only payments for a month before the installment's
+    month count towards it.
+    """
+    r = facts.record
+    amount = r.arrangement_amount or ZERO
+    missed = []
+    start = since - timedelta(days=INSTALLMENT_GRACE_DAYS) + timedelta(days=1)
+    end = facts.today - timedelta(days=INSTALLMENT_GRACE_DAYS)
+    for d in monthly_dates(r.arrangement_day or 1, start, end):
+        window_start, window_end = d - timedelta(days=7), d + timedelta(days=INSTALLMENT_GRACE_DAYS)
+        paid = sum(
+            (
+                p.amount
+                for p in r.payments
+                if window_start <= p.paid_on <= window_end and p.for_month < (d.year, d.month)
+            ),
+            ZERO,
+        )
+        if paid < amount:
+            missed.append(d)
+    return missed

@@ -1,0 +1,614 @@
+"""The ledger: nudges with idempotency keys and their history, events, imports and opt-outs.
+
+SQLAlchemy 2; SQLite embedded by default, PostgreSQL for several daemons. The guarantees are in
+the schema (a unique key per nudge, conditional updates for claims), not in Python locks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from .errors import NudgerError, StoreBusy
+
+SCHEMA_VERSION = 1
+
+# Nudge states (DESIGN.md, "The ledger").
+PLANNED, HELD, CLAIMED, SENT, DELIVERED, READ = "planned", "held", "claimed", "sent", "delivered", "read"
+FAILED, SKIPPED, EXPIRED, CANCELLED, UNCERTAIN = "failed", "skipped", "expired", "cancelled", "uncertain"
+FINAL_STATES = frozenset({SENT, DELIVERED, READ, FAILED, SKIPPED, EXPIRED, CANCELLED, UNCERTAIN})
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out; stored as UTC on every back end."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    __tablename__ = "nudger_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Nudge(Base):
+    __tablename__ = "nudges"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    rule_id: Mapped[str] = mapped_column(String(100))
+    tenant_id: Mapped[str] = mapped_column(String(100), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    occurrence: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(20))
+    send_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    priority: Mapped[int] = mapped_column(Integer, default=50)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    channel: Mapped[str | None] = mapped_column(String(20))
+    tried_channels: Mapped[list[str] | None] = mapped_column(JSON)
+    receipt: Mapped[str | None] = mapped_column(String(300))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    send_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_nudges_due", "state", "send_at"),)
+
+
+class Transition(Base):
+    __tablename__ = "transitions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    nudge_id: Mapped[int] = mapped_column(ForeignKey("nudges.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    from_state: Mapped[str] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20))
+    channel: Mapped[str | None] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(100))
+    day: Mapped[date] = mapped_column(Date)
+    count: Mapped[int] = mapped_column(Integer, default=0)  # 0: an event that does not count
+    previous: Mapped[int | None] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(20))
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name", "day", "count", name="uq_event"),
+        Index("ix_events_day", "day"),
+    )
+
+
+class Snapshot(Base):
+    __tablename__ = "imports"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    day: Mapped[date] = mapped_column(Date)
+    source: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))  # accepted | refused
+    tenants: Mapped[int] = mapped_column(Integer, default=0)
+    payments: Mapped[int] = mapped_column(Integer, default=0)
+    rows_skipped: Mapped[int] = mapped_column(Integer, default=0)
+    events: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class TenantState(Base):
+    __tablename__ = "tenant_state"
+    tenant_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    import_id: Mapped[int] = mapped_column(Integer)
+    day: Mapped[date] = mapped_column(Date)
+    digest: Mapped[str] = mapped_column(String(64))
+    record: Mapped[str] = mapped_column(Text)  # JSON of TenantRecord
+    summary: Mapped[str] = mapped_column(Text)  # JSON of Facts.summary()
+    present: Mapped[int] = mapped_column(Integer, default=1)  # 0: not in the newest import
+
+
+class OptOut(Base):
+    __tablename__ = "optouts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(100))
+    channel: Mapped[str] = mapped_column(String(20))  # a channel name, or "all"
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(20))
+    __table_args__ = (UniqueConstraint("tenant_id", "channel", name="uq_optout"),)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    key: str
+    rule_id: str
+    tenant_id: str
+    kind: str
+    occurrence: str
+    send_at: datetime
+    expires_at: datetime
+    priority: int
+    attempts: int
+    tried_channels: tuple[str, ...]
+
+
+def _insert(engine: Engine):
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (tenants' data)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, stat.S_IRWXU) if path.parent.stat().st_uid == os.getuid() else None
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+
+
+def sqlite_path(url: str) -> Path | None:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and url[len(prefix) :] not in ("", ":memory:"):
+        return Path(url[len(prefix) :])
+    return None
+
+
+class Ledger:
+    """The store. One instance per process; short transactions; no global state."""
+
+    def __init__(self, url: str, *, create: bool = True):
+        self.url = url
+        path = sqlite_path(url)
+        if path is not None:
+            _private_file(path)
+        kwargs: dict[str, Any] = {"future": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30}
+        try:
+            self.engine = create_engine(url, **kwargs)
+        except (SQLAlchemyError, ImportError) as exc:
+            raise NudgerError(f"the store URL in config.yaml cannot be used ({type(exc).__name__}: {exc})") from None
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.insert = _insert(self.engine)
+        if create:
+            self.create()
+
+    def create(self) -> None:
+        try:
+            Base.metadata.create_all(self.engine)
+            with self.session() as s:
+                row = s.get(Meta, "schema_version")
+                if row is None:
+                    s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+                elif int(row.value) > SCHEMA_VERSION:
+                    raise NudgerError(
+                        f"the store has schema version {row.value}, newer than this nudger "
+                        f"({SCHEMA_VERSION}): upgrade nudger"
+                    )
+        except OperationalError as exc:
+            raise NudgerError(f"the store cannot be opened: {exc.orig}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.sessions() as s, s.begin():
+            yield s
+
+    # --- nudges ------------------------------------------------------------------------------
+    def add_planned(self, nudges: Sequence[Any], now: datetime) -> int:
+        """Store planned nudges; a key already in the ledger is left as it is. Returns how many are new."""
+        if not nudges:
+            return 0
+        rows = [
+            {
+                "key": n.key,
+                "rule_id": n.rule_id,
+                "tenant_id": n.tenant_id,
+                "kind": n.kind,
+                "occurrence": n.occurrence,
+                "state": PLANNED if n.status == "planned" else n.status,
+                "send_at": n.send_at,
+                "expires_at": n.expires_at,
+                "priority": n.priority,
+                "attempts": 0,
+                "reason": n.reason,
+                "tried_channels": [],
+                "created_at": now,
+                "updated_at": now,
+            }
+            for n in nudges
+            if n.status in ("planned", "expired")
+        ]
+        added = 0
+        with self.session() as s:
+            for start in range(0, len(rows), 2000):
+                chunk = rows[start : start + 2000]
+                stmt = self.insert(Nudge).values(chunk).on_conflict_do_nothing(index_elements=["key"])
+                added += s.execute(stmt).rowcount or 0
+        return added
+
+    def existing_keys(self, keys: Iterable[str]) -> set[str]:
+        keys = list(keys)
+        found: set[str] = set()
+        with self.session() as s:
+            for start in range(0, len(keys), 900):
+                chunk = keys[start : start + 900]
+                found.update(s.scalars(select(Nudge.key).where(Nudge.key.in_(chunk))))
+        return found
+
+    def claim_due(
+        self, now: datetime, worker: str, *, limit: int = 50, lease: timedelta, keys: Iterable[str] | None = None
+    ) -> list[Claimed]:
+        """Claim nudges that are due, highest priority first. A claim is a conditional update."""
+        with self.session() as s:
+            q = (
+                select(Nudge.id)
+                .where(Nudge.state == PLANNED, Nudge.send_at <= now)
+                .order_by(Nudge.priority.desc(), Nudge.send_at, Nudge.id)
+                .limit(limit)
+            )
+            if keys is not None:
+                q = q.where(Nudge.key.in_(list(keys)))
+            if self.engine.dialect.name == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            ids = list(s.scalars(q))
+            if not ids:
+                return []
+            s.execute(
+                update(Nudge)
+                .where(Nudge.id.in_(ids), Nudge.state == PLANNED)
+                .values(
+                    state=CLAIMED, claimed_by=worker, claimed_until=now + lease, send_started_at=None, updated_at=now
+                )
+            )
+            rows = s.scalars(
+                select(Nudge).where(Nudge.id.in_(ids), Nudge.state == CLAIMED, Nudge.claimed_by == worker)
+            ).all()
+            for r in rows:
+                s.add(
+                    Transition(
+                        nudge_id=r.id, at=now, from_state=PLANNED, to_state=CLAIMED, reason=f"claimed by {worker}"
+                    )
+                )
+            rows = sorted(rows, key=lambda r: (-r.priority, r.send_at, r.id))
+            return [
+                Claimed(
+                    r.id,
+                    r.key,
+                    r.rule_id,
+                    r.tenant_id,
+                    r.kind,
+                    r.occurrence,
+                    r.send_at,
+                    r.expires_at,
+                    r.priority,
+                    r.attempts,
+                    tuple(r.tried_channels or ()),
+                )
+                for r in rows
+            ]
+
+    def mark_sending(self, nudge_id: int, now: datetime, channel: str) -> None:
+        """Record that the message is being handed to the channel: after this, a crash is `uncertain`."""
+        with self.session() as s:
+            s.execute(
+                update(Nudge).where(Nudge.id == nudge_id).values(send_started_at=now, channel=channel, updated_at=now)
+            )
+
+    def move(
+        self,
+        nudge_id: int,
+        to_state: str,
+        now: datetime,
+        reason: str = "",
+        *,
+        channel: str | None = None,
+        expect: str | None = CLAIMED,
+        **fields: Any,
+    ) -> bool:
+        """Change a nudge's state and record the transition. With `expect`, only from that state."""
+        with self.session() as s:
+            row = s.get(Nudge, nudge_id, with_for_update=self.engine.dialect.name == "postgresql")
+            if row is None or (expect is not None and row.state != expect):
+                return False
+            s.add(
+                Transition(
+                    nudge_id=nudge_id, at=now, from_state=row.state, to_state=to_state, channel=channel, reason=reason
+                )
+            )
+            row.state = to_state
+            row.reason = reason
+            row.updated_at = now
+            if to_state != CLAIMED:
+                row.claimed_by = None
+                row.claimed_until = None
+                row.send_started_at = None
+            if channel is not None:
+                row.channel = channel
+            for k, v in fields.items():
+                setattr(row, k, v)
+            return True
+
+    def recover(self, now: datetime, *, everything: bool = False) -> tuple[int, int]:
+        """Claims whose daemon died: back to planned if nothing was handed over yet, else `uncertain`.
+
+        `everything` treats every claim as dead (the embedded store at start-up holds the only lock).
+        Returns (released, uncertain).
+        """
+        released = uncertain = 0
+        with self.session() as s:
+            q = select(Nudge).where(Nudge.state == CLAIMED)
+            if not everything:
+                q = q.where(Nudge.claimed_until < now)
+            for row in s.scalars(q):
+                if row.send_started_at is None:
+                    to, reason = PLANNED, "released: the daemon stopped before handing it over"
+                    released += 1
+                else:
+                    to, reason = (
+                        UNCERTAIN,
+                        (
+                            "the daemon stopped while handing it to the channel; "
+                            "it may or may not have gone: check with the tenant, never resent"
+                        ),
+                    )
+                    uncertain += 1
+                s.add(
+                    Transition(
+                        nudge_id=row.id, at=now, from_state=CLAIMED, to_state=to, channel=row.channel, reason=reason
+                    )
+                )
+                row.state, row.reason, row.updated_at = to, reason, now
+                row.claimed_by = row.claimed_until = None
+        return released, uncertain
+
+    def sent_times(self, tenant_id: str, since: datetime) -> list[datetime]:
+        """When tenant-facing messages went to this tenant since `since` (tasks do not count)."""
+        with self.session() as s:
+            q = select(Nudge.sent_at).where(
+                Nudge.tenant_id == tenant_id,
+                Nudge.kind != "task",
+                Nudge.sent_at >= since,
+                Nudge.state.in_((SENT, DELIVERED, READ, UNCERTAIN)),
+            )
+            return [t for t in s.scalars(q) if t is not None]
+
+    def nudges(
+        self,
+        *,
+        tenant_id: str | None = None,
+        states: Iterable[str] | None = None,
+        rule_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[Nudge]:
+        with self.session() as s:
+            q = select(Nudge).order_by(Nudge.created_at, Nudge.id)
+            if tenant_id is not None:
+                q = q.where(Nudge.tenant_id == tenant_id)
+            if states is not None:
+                q = q.where(Nudge.state.in_(list(states)))
+            if rule_id is not None:
+                q = q.where(Nudge.rule_id == rule_id)
+            if limit is not None:
+                q = q.limit(limit)
+            return list(s.scalars(q))
+
+    def transitions(self, nudge_ids: Iterable[int]) -> dict[int, list[Transition]]:
+        out: dict[int, list[Transition]] = {}
+        ids = list(nudge_ids)
+        with self.session() as s:
+            for start in range(0, len(ids), 900):
+                q = (
+                    select(Transition)
+                    .where(Transition.nudge_id.in_(ids[start : start + 900]))
+                    .order_by(Transition.at, Transition.id)
+                )
+                for t in s.scalars(q):
+                    out.setdefault(t.nudge_id, []).append(t)
+        return out
+
+    def state_counts(self) -> dict[str, int]:
+        with self.session() as s:
+            return dict(s.execute(select(Nudge.state, func.count()).group_by(Nudge.state)).all())
+
+    # --- events ------------------------------------------------------------------------------
+    def add_events(self, rows: Sequence[dict[str, Any]], now: datetime) -> int:
+        if not rows:
+            return 0
+        values = [{"count": 0, "previous": None, "note": "", **r, "created_at": now} for r in rows]
+        for v in values:
+            v["count"] = v["count"] or 0
+        added = 0
+        with self.session() as s:
+            for start in range(0, len(values), 2000):
+                stmt = self.insert(EventRow).values(values[start : start + 2000]).on_conflict_do_nothing()
+                added += s.execute(stmt).rowcount or 0
+        return added
+
+    def events_since(self, day: date, tenant_ids: Iterable[str] | None = None) -> list[EventRow]:
+        with self.session() as s:
+            q = select(EventRow).where(EventRow.day >= day).order_by(EventRow.day, EventRow.id)
+            if tenant_ids is not None:
+                q = q.where(EventRow.tenant_id.in_(list(tenant_ids)))
+            return list(s.scalars(q))
+
+    def events_for(self, tenant_id: str) -> list[EventRow]:
+        with self.session() as s:
+            q = select(EventRow).where(EventRow.tenant_id == tenant_id).order_by(EventRow.day, EventRow.id)
+            return list(s.scalars(q))
+
+    def last_contacts(self, tenant_ids: Iterable[str] | None = None) -> dict[str, date]:
+        with self.session() as s:
+            q = (
+                select(EventRow.tenant_id, func.max(EventRow.day))
+                .where(EventRow.name == "contact_made")
+                .group_by(EventRow.tenant_id)
+            )
+            if tenant_ids is not None:
+                q = q.where(EventRow.tenant_id.in_(list(tenant_ids)))
+            return dict(s.execute(q).all())
+
+    # --- imports and tenant state --------------------------------------------------------------
+    def last_accepted_import(self) -> Snapshot | None:
+        with self.session() as s:
+            q = select(Snapshot).where(Snapshot.status == "accepted").order_by(Snapshot.id.desc()).limit(1)
+            return s.scalars(q).first()
+
+    def record_import(self, **fields: Any) -> int:
+        with self.session() as s:
+            snap = Snapshot(**fields)
+            s.add(snap)
+            s.flush()
+            return snap.id
+
+    def tenant_summaries(self) -> dict[str, tuple[str, dict[str, Any], date]]:
+        """tenant id -> (digest, summary, day of the import that stored it), for present tenants."""
+        with self.session() as s:
+            q = select(TenantState.tenant_id, TenantState.digest, TenantState.summary, TenantState.day).where(
+                TenantState.present == 1
+            )
+            return {tid: (digest, json.loads(summary), day) for tid, digest, summary, day in s.execute(q)}
+
+    def save_tenants(
+        self,
+        import_id: int,
+        day: date,
+        changed: Sequence[tuple[str, str, str, str]],
+        present: set[str],
+        *,
+        known: set[str],
+    ) -> None:
+        """Upsert changed tenants (id, digest, record json, summary json); mark the missing ones absent."""
+        with self.session() as s:
+            for start in range(0, len(changed), 2000):
+                chunk = [
+                    {
+                        "tenant_id": t,
+                        "import_id": import_id,
+                        "day": day,
+                        "digest": d,
+                        "record": r,
+                        "summary": m,
+                        "present": 1,
+                    }
+                    for t, d, r, m in changed[start : start + 2000]
+                ]
+                stmt = self.insert(TenantState).values(chunk)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["tenant_id"],
+                    set_={
+                        "import_id": stmt.excluded.import_id,
+                        "day": stmt.excluded.day,
+                        "digest": stmt.excluded.digest,
+                        "record": stmt.excluded.record,
+                        "summary": stmt.excluded.summary,
+                        "present": 1,
+                    },
+                )
+                s.execute(stmt)
+            gone = known - present
+            gone_list = list(gone)
+            for start in range(0, len(gone_list), 900):
+                s.execute(
+                    update(TenantState)
+                    .where(TenantState.tenant_id.in_(gone_list[start : start + 900]))
+                    .values(present=0)
+                )
+
+    def tenant_records(self, tenant_ids: Iterable[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        with self.session() as s:
+            q = select(TenantState.tenant_id, TenantState.record).where(TenantState.present == 1)
+            if tenant_ids is not None:
+                q = q.where(TenantState.tenant_id.in_(list(tenant_ids)))
+            for tid, record in s.execute(q).yield_per(2000):
+                yield tid, json.loads(record)
+
+    # --- opt-outs ----------------------------------------------------------------------------
+    def opt_out(self, tenant_id: str, channel: str, now: datetime, source: str) -> bool:
+        with self.session() as s:
+            stmt = self.insert(OptOut).values(tenant_id=tenant_id, channel=channel, at=now, source=source)
+            return bool(s.execute(stmt.on_conflict_do_nothing()).rowcount)
+
+    def opted_out(self, tenant_id: str) -> set[str]:
+        with self.session() as s:
+            return set(s.scalars(select(OptOut.channel).where(OptOut.tenant_id == tenant_id)))
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def store_lock(url: str):
+    """The file lock that keeps a second daemon off one SQLite file. None for other stores."""
+    from filelock import FileLock, Timeout
+
+    path = sqlite_path(url)
+    if path is None:
+        return None
+    lock = FileLock(str(path) + ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise StoreBusy(
+            f"another nudger daemon is already running on {path.name}: stop it first, "
+            "or use PostgreSQL (`store:` in config.yaml) to run several"
+        ) from None
+    return lock

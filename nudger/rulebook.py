@@ -1,0 +1,853 @@
+"""The rulebook officers edit (RULEBOOK.md): loading, validation with file:line, and the JSON Schema."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from apscheduler.triggers.cron import CronTrigger
+from jinja2 import Template, TemplateSyntaxError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .conditions import (
+    EVENT_NAME,
+    SCOPE_NAMES,
+    Condition,
+    RuleSandbox,
+    compile_condition,
+    unknown_names,
+)
+from .config import Config
+from .errors import Finding, RulebookError
+from .pacing import Duration, Window, parse_duration, parse_windows
+from .render import make_env
+from .yamlsrc import Located, load_yaml
+
+KINDS = ("reminder", "appreciation", "check-in", "campaign", "task")
+DATE_FACTS = ("rent_due", "installment_due", "arrears_since", "last_payment", "last_contact", "move_in")
+BUILTIN_EVENTS = (
+    "arrears_started",
+    "arrears_cleared",
+    "payment_received",
+    "on_time_streak",
+    "arrangement_made",
+    "installment_missed",
+    "contact_made",
+    "reply_received",
+    "arrears_grew",
+)
+TRIGGER_KEYS = ("before", "after", "on", "yearly", "cron", "at")
+TEXT_VARIANTS = ("text", "sms", "email", "letter", "whatsapp")
+_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_YEARLY = re.compile(r"^(\d{2})-(\d{2})$")
+_RANGE = re.compile(r"^\s*(\d{4}-\d{2}-\d{2})\s*(?:\.\.|tot|to|t/m)\s*(\d{4}-\d{2}-\d{2})\s*$")
+
+Texts = str | dict[str, str]
+
+EXAMPLES = {
+    "id": "id: rent-reminder",
+    "kind": "kind: reminder",
+    "trigger": "trigger: {before: rent_due, days: 2}",
+    "text": "text:\n  nl: Hoi {{ tenant.first_name }}, ...",
+    "name": "name: Fatima el Amrani",
+}
+
+
+# --- the file formats (also the source of `nudger schema`) ----------------------------------------
+
+
+class TriggerSpec(BaseModel):
+    """When a rule fires: exactly one of before, after, on, yearly, cron, at."""
+
+    model_config = ConfigDict(extra="forbid")
+    before: str | None = Field(None, description=f"N days before a date fact: {', '.join(DATE_FACTS)}")
+    after: str | None = Field(None, description=f"N days after a date fact: {', '.join(DATE_FACTS)}")
+    on: str | None = Field(None, description="when an event happens, e.g. arrears_cleared")
+    yearly: str | None = Field(None, description="that day each year, MM-DD, e.g. 11-15")
+    cron: str | None = Field(None, description='a cron moment "m h dom mon dow", e.g. "0 10 1 12 *"')
+    at: str | datetime | None = Field(None, description="one moment, YYYY-MM-DDTHH:MM")
+    days: int | None = Field(None, ge=0, le=366, description="with before/after (required) or on (a delay)")
+    count: int | None = Field(None, ge=1, le=1000, description="with on: fires when the event's count reaches N")
+
+
+class RuleSpec(BaseModel):
+    """One rule: what to say, to whom and when."""
+
+    model_config = ConfigDict(extra="forbid", title="nudger rule")
+    id: str = Field(description="unique, lowercase-with-dashes, e.g. rent-reminder")
+    about: str = Field("", description="one line for colleagues: what the rule is for")
+    kind: Literal["reminder", "appreciation", "check-in", "campaign", "task"]
+    trigger: TriggerSpec
+    when: str | None = Field(None, description="optional condition, e.g. late_count_6m >= 2 and arrears == 0")
+    channels: Literal["preferred"] | list[Literal["sms", "whatsapp", "email", "print", "call"]] = Field(
+        "preferred", description="`preferred` (the tenant's order) or a list such as [sms, email]"
+    )
+    window: str | list[str] | None = Field(None, description='narrows the send window, e.g. "ma-vr 10:00-12:00"')
+    expires: str | None = Field(None, description="later than this after the planned day it is not sent, e.g. 2 days")
+    priority: int = Field(50, ge=0, le=100, description="0-100: the highest goes first when several are due")
+    text: Texts = Field(description="the message per language (nl, en)")
+    subject: Texts | None = Field(None, description="e-mail subject and letter heading per language")
+    sms: Texts | None = Field(None, description="replaces text on SMS")
+    email: Texts | None = Field(None, description="replaces text in e-mail")
+    letter: Texts | None = Field(None, description="replaces text on letters and cards")
+    whatsapp: Texts | None = Field(None, description="replaces text in WhatsApp (inside a 24-hour session)")
+    whatsapp_template: str | None = Field(None, description="name of an approved template in config.yaml")
+    card: bool = Field(False, description="print an A6 card to sign by hand instead of a letter")
+    during_arrangement: Literal["skip", "send"] | None = Field(
+        None, description="skip or send while a payment arrangement is active (reminders skip by default)"
+    )
+    enabled: bool = Field(True, description="false switches the rule off")
+
+
+class OfficerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="nudger officer")
+    name: str = Field(description="full name, shown in the signature")
+    first_name: str | None = Field(None, description="used in short signatures (SMS, WhatsApp)")
+    role: str = Field("", description="shown under the signature, e.g. uw vaste contactpersoon")
+    role_en: str = Field("", description="the role in English messages")
+    phone: str = Field("", description="direct number")
+    email: str = Field("", description="direct e-mail address (Reply-To)")
+    absent: list[str | date] = Field([], description="date ranges, inclusive: 2026-12-21 .. 2027-01-03")
+    backup: str | None = Field(None, description="the officer who signs while this one is absent")
+
+
+def _yes_no(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in ("ja", "nee", "j", "n"):
+        return value.strip().lower().startswith("j")
+    return value
+
+
+class TenantPrefSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="nudger tenant preferences")
+    channels: list[Literal["sms", "whatsapp", "email", "print", "call"]] | None = Field(
+        None, description="order of preference; the first that works is used"
+    )
+    window: str | list[str] | None = Field(None, description="e.g. ma-vr 18:00-20:00")
+    language: str | None = Field(None, description="message language, e.g. nl or en")
+    officer: str | None = Field(None, description="key in officers.yaml")
+    pause_until: date | None = Field(None, description="no nudges until and including this date")
+    whatsapp_opt_in: bool | None = None
+
+    _yn = field_validator("whatsapp_opt_in", mode="before")(classmethod(lambda cls, v: _yes_no(v)))
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schemas for the three kinds of file, for editors (yaml-language-server)."""
+    rule = RuleSpec.model_json_schema()
+    defs = rule.pop("$defs", {})
+    rules_schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "nudger rule file (one rule, or a list of rules)",
+        "$defs": {**defs, "Rule": rule},
+        "anyOf": [{"$ref": "#/$defs/Rule"}, {"type": "array", "items": {"$ref": "#/$defs/Rule"}}],
+    }
+    officers = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "nudger officers.yaml",
+        "type": "object",
+        "additionalProperties": OfficerSpec.model_json_schema(),
+    }
+    tenants = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "nudger tenants.yaml",
+        "type": ["object", "null"],
+        "additionalProperties": TenantPrefSpec.model_json_schema(),
+    }
+    return {"rule": rules_schema, "officers": officers, "tenants": tenants}
+
+
+# --- the loaded rulebook ---------------------------------------------------------------------------
+
+
+@dataclass
+class Officer:
+    key: str
+    name: str
+    first_name: str
+    role: str = ""
+    role_en: str = ""
+    phone: str = ""
+    email: str = ""
+    absent: list[tuple[date, date]] = field(default_factory=list)
+    backup: str | None = None
+
+    def absent_on(self, day: date) -> bool:
+        return any(a <= day <= b for a, b in self.absent)
+
+
+@dataclass
+class TenantPref:
+    tenant_id: str
+    channels: tuple[str, ...] | None = None
+    window: tuple[str, ...] | None = None
+    language: str | None = None
+    officer: str | None = None
+    pause_until: date | None = None
+    whatsapp_opt_in: bool | None = None
+    line: int = 0
+
+
+@dataclass
+class Trigger:
+    kind: str  # one of TRIGGER_KEYS
+    fact: str = ""  # before/after
+    event: str = ""  # on
+    days: int = 0
+    count: int | None = None
+    month_day: tuple[int, int] | None = None  # yearly
+    cron: CronTrigger | None = None
+    at: datetime | None = None
+
+    def describe(self) -> str:
+        if self.kind in ("before", "after"):
+            return f"{self.days} days {self.kind} {self.fact}"
+        if self.kind == "on":
+            extra = f" (count {self.count})" if self.count else ""
+            return f"on {self.event}{extra}" + (f" + {self.days} days" if self.days else "")
+        if self.kind == "yearly" and self.month_day:
+            return f"yearly on {self.month_day[0]:02d}-{self.month_day[1]:02d}"
+        if self.kind == "at" and self.at:
+            return f"at {self.at.isoformat()}"
+        return self.kind
+
+
+@dataclass
+class Rule:
+    id: str
+    kind: str
+    trigger: Trigger
+    channels: tuple[str, ...] | None  # None: the tenant's preferred order
+    priority: int
+    file: str
+    line: int
+    about: str = ""
+    condition: Condition | None = None
+    windows: tuple[Window, ...] = ()
+    expires: Duration | None = None
+    texts: dict[str, dict[str, Template]] = field(default_factory=dict)  # variant -> language -> template
+    sources: dict[str, dict[str, str]] = field(default_factory=dict)
+    lines: dict[tuple[str, str], int] = field(default_factory=dict)
+    whatsapp_template: str | None = None
+    card: bool = False
+    during_arrangement: str = "send"
+    enabled: bool = True
+
+    @property
+    def tenant_facing(self) -> bool:
+        return self.kind != "task"
+
+    def template(self, channel: str, language: str, default_language: str) -> tuple[Template, str]:
+        """The text template for a channel and language, with its language (after fallback)."""
+        from .render import VARIANT_FOR_CHANNEL
+
+        variant = VARIANT_FOR_CHANNEL.get(channel)
+        for var in ([variant] if variant else []) + ["text"]:
+            by_lang = self.texts.get(var) or {}
+            for lang in (language, default_language):
+                if lang in by_lang:
+                    return by_lang[lang], lang
+        lang, tmpl = next(iter(self.texts["text"].items()))
+        return tmpl, lang
+
+    def subject(self, language: str, default_language: str) -> Template | None:
+        by_lang = self.texts.get("subject") or {}
+        return by_lang.get(language) or by_lang.get(default_language)
+
+
+@dataclass
+class Rulebook:
+    rules: dict[str, Rule]
+    officers: dict[str, Officer]
+    prefs: dict[str, TenantPref]
+    env: RuleSandbox
+    findings: list[Finding]  # warnings (errors raise)
+    folder: Path
+    fingerprint: tuple = ()
+
+    def signer(self, officer_key: str, day: date) -> Officer | None:
+        """Who signs for `officer_key` on `day`: the officer, or the first available backup."""
+        seen: set[str] = set()
+        key: str | None = officer_key
+        while key and key not in seen:
+            seen.add(key)
+            officer = self.officers.get(key)
+            if officer is None:
+                return None
+            if not officer.absent_on(day):
+                return officer
+            key = officer.backup
+        return None
+
+
+def folder_fingerprint(folder: Path) -> tuple:
+    """Names, sizes and modification times of the rulebook's files, to notice edits."""
+    files = sorted(p for p in folder.glob("*.y*ml") if p.is_file())
+    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+
+
+class _Loader:
+    def __init__(self, config: Config, folder: Path):
+        self.config = config
+        self.folder = folder
+        self.findings: list[Finding] = []
+        self.env = make_env()
+        self.languages = set(config.locales) | {config.default_language}
+        self.events = set(BUILTIN_EVENTS) | set(config.custom_events)
+
+    def add(self, located: Located, path: tuple, level: str, message: str, fix: str = "", rule: str = "") -> None:
+        self.findings.append(Finding(located.file, located.line(path), level, message, fix, rule))
+
+    def pydantic_findings(
+        self, located: Located, base: tuple, exc: ValidationError, model: type[BaseModel], rule: str = ""
+    ) -> None:
+        for err in exc.errors():
+            loc = base + tuple(err["loc"])
+            name = str(err["loc"][-1]) if err["loc"] else ""
+            kind = err["type"]
+            if kind == "missing":
+                self.add(
+                    located,
+                    loc[:-1],
+                    "error",
+                    f"`{name}` is missing",
+                    f"add it, for example `{EXAMPLES.get(name, name + ': ...')}`",
+                    rule,
+                )
+            elif kind == "extra_forbidden":
+                allowed = _fields_at(model, tuple(err["loc"][:-1]))
+                close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+                fix = f"did you mean `{close[0]}`?" if close else f"allowed here: {', '.join(allowed)}"
+                self.add(located, loc, "error", f"unknown field `{name}`", fix, rule)
+            elif kind == "literal_error":
+                value = err.get("input")
+                expected = err.get("ctx", {}).get("expected", "")
+                close = difflib.get_close_matches(str(value), re.findall(r"'([^']+)'", expected), n=1)
+                fix = f"did you mean `{close[0]}`?" if close else f"use one of {expected}"
+                self.add(located, loc, "error", f"`{value}` is not allowed for {_field_name(err['loc'])}", fix, rule)
+            elif err["loc"] and err["loc"][-1] in ("str", "list[literal['sms','whatsapp','email','print','call']]"):
+                continue  # the other half of a union; the real finding comes separately
+            else:
+                msg = err["msg"].removeprefix("Value error, ")
+                self.add(located, loc, "error", f"{_field_name(err['loc'])}: {msg}", "", rule)
+
+    # --- officers ----------------------------------------------------------------------------
+    def officers(self) -> dict[str, Officer]:
+        path = self.folder / "officers.yaml"
+        if not path.exists():
+            self.findings.append(
+                Finding(
+                    str(path),
+                    0,
+                    "error",
+                    "officers.yaml is missing",
+                    "every message is signed by a person: list the officers there",
+                )
+            )
+            return {}
+        located, problems = load_yaml(path, display=self._name(path))
+        self.findings.extend(problems)
+        if problems:
+            return {}
+        if not isinstance(located.data, dict):
+            self.add(
+                located,
+                (),
+                "error",
+                "officers.yaml must map officer keys to their details",
+                "start with a key such as `fatima:` and indent the details under it",
+            )
+            return {}
+        out: dict[str, Officer] = {}
+        for key, raw in located.data.items():
+            try:
+                spec = OfficerSpec.model_validate(raw if raw is not None else {})
+            except ValidationError as exc:
+                self.pydantic_findings(located, (key,), exc, OfficerSpec)
+                continue
+            absent: list[tuple[date, date]] = []
+            for i, item in enumerate(spec.absent):
+                rng = _parse_range(item)
+                if rng is None:
+                    self.add(
+                        located,
+                        (key, "absent", i),
+                        "error",
+                        f"`{item}` is not a date range",
+                        "write it like `2026-12-21 .. 2027-01-03` (first and last day)",
+                    )
+                elif rng[1] < rng[0]:
+                    self.add(
+                        located,
+                        (key, "absent", i),
+                        "error",
+                        f"`{item}` ends before it starts",
+                        "put the first day first",
+                    )
+                else:
+                    absent.append(rng)
+            out[key] = Officer(
+                key,
+                spec.name,
+                spec.first_name or spec.name.split()[0],
+                spec.role,
+                spec.role_en,
+                spec.phone,
+                spec.email,
+                absent,
+                spec.backup,
+            )
+        for key, officer in out.items():
+            if officer.backup is None:
+                continue
+            if officer.backup == key:
+                self.add(located, (key, "backup"), "error", f"{key} is their own backup", "name a colleague")
+            elif officer.backup not in out:
+                self.add(
+                    located,
+                    (key, "backup"),
+                    "error",
+                    f"backup `{officer.backup}` is not in officers.yaml",
+                    _suggest(officer.backup, list(out)),
+                )
+        self._check_cover(located, out)
+        return out
+
+    def _check_cover(self, located: Located, officers: dict[str, Officer]) -> None:
+        book = Rulebook({}, officers, {}, self.env, [], self.folder)
+        for key, officer in officers.items():
+            for a, b in officer.absent:
+                day = a
+                while day <= b:
+                    if book.signer(key, day) is None:
+                        self.add(
+                            located,
+                            (key, "absent"),
+                            "warning",
+                            f"on {day.isoformat()} nobody can sign for {key}'s tenants "
+                            "(the backups are away too, or there is no backup)",
+                            "give a backup who is in that day; until then their messages wait",
+                        )
+                        break
+                    day += timedelta(days=1)
+
+    # --- tenant preferences ------------------------------------------------------------------
+    def prefs(self, officers: dict[str, Officer]) -> dict[str, TenantPref]:
+        path = self.folder / "tenants.yaml"
+        if not path.exists():
+            return {}
+        located, problems = load_yaml(path, display=self._name(path))
+        self.findings.extend(problems)
+        if problems or located.data is None:
+            return {}
+        if not isinstance(located.data, dict):
+            self.add(
+                located,
+                (),
+                "error",
+                "tenants.yaml must map tenant ids to preferences",
+                "start with a tenant id such as `T-1001:`",
+            )
+            return {}
+        out: dict[str, TenantPref] = {}
+        for tid, raw in located.data.items():
+            try:
+                spec = TenantPrefSpec.model_validate(raw if raw is not None else {})
+            except ValidationError as exc:
+                self.pydantic_findings(located, (tid,), exc, TenantPrefSpec)
+                continue
+            window: tuple[str, ...] | None = None
+            if spec.window is not None:
+                window = (spec.window,) if isinstance(spec.window, str) else tuple(spec.window)
+                try:
+                    parse_windows(list(window))
+                except ValueError as exc:
+                    self.add(located, (tid, "window"), "error", f"window: {exc}")
+            if spec.officer is not None and spec.officer not in officers:
+                self.add(
+                    located,
+                    (tid, "officer"),
+                    "error",
+                    f"officer `{spec.officer}` is not in officers.yaml",
+                    _suggest(spec.officer, list(officers)),
+                )
+            if spec.language is not None and spec.language not in self.languages:
+                self.add(
+                    located,
+                    (tid, "language"),
+                    "error",
+                    f"language `{spec.language}` has no texts",
+                    f"use one of {', '.join(sorted(self.languages))}",
+                )
+            out[tid] = TenantPref(
+                tid,
+                tuple(spec.channels) if spec.channels else None,
+                window,
+                spec.language,
+                spec.officer,
+                spec.pause_until,
+                spec.whatsapp_opt_in,
+                located.line((tid,)),
+            )
+        return out
+
+    # --- rules -------------------------------------------------------------------------------
+    def rules(self) -> dict[str, Rule]:
+        out: dict[str, Rule] = {}
+        first_seen: dict[str, str] = {}
+        files = sorted(p for p in self.folder.glob("*.y*ml") if p.name not in ("officers.yaml", "tenants.yaml"))
+        if not files:
+            self.findings.append(
+                Finding(
+                    self._name(self.folder),
+                    0,
+                    "warning",
+                    "the rulebook has no rules",
+                    "add a rule file such as rent-reminder.yaml",
+                )
+            )
+        for path in files:
+            located, problems = load_yaml(path, display=self._name(path))
+            self.findings.extend(problems)
+            if problems:
+                continue
+            data = located.data
+            if data is None:
+                self.add(located, (), "warning", "the file is empty", "write a rule in it or remove it")
+                continue
+            items = (
+                [((), data)]
+                if isinstance(data, dict)
+                else ([((i,), d) for i, d in enumerate(data)] if isinstance(data, list) else [])
+            )
+            if not items:
+                self.add(
+                    located,
+                    (),
+                    "error",
+                    "a rule file holds one rule (a mapping) or a list of rules",
+                    "start the rule with `id: my-rule`",
+                )
+            for base, raw in items:
+                rule = self.rule(located, base, raw)
+                if rule is None:
+                    continue
+                if rule.id in out:
+                    self.add(
+                        located,
+                        base + ("id",),
+                        "error",
+                        f"rule id `{rule.id}` is used twice (also in {first_seen[rule.id]})",
+                        "give this rule another id",
+                        rule.id,
+                    )
+                    continue
+                first_seen[rule.id] = f"{located.file}:{rule.line}"
+                out[rule.id] = rule
+        return out
+
+    def rule(self, located: Located, base: tuple, raw: Any) -> Rule | None:
+        if not isinstance(raw, dict):
+            self.add(located, base, "error", "a rule must be a mapping of fields", "start it with `id: my-rule`")
+            return None
+        raw = dict(raw)
+        rid = str(raw.get("id", "")) or "?"
+        for key in TEXT_VARIANTS + ("subject",):
+            if isinstance(raw.get(key), str):
+                raw[key] = {self.config.default_language: raw[key]}
+        try:
+            spec = RuleSpec.model_validate(raw)
+        except ValidationError as exc:
+            self.pydantic_findings(located, base, exc, RuleSpec, rid)
+            return None
+        n_before = len(self.findings)
+
+        def err(path: tuple, message: str, fix: str = "", level: str = "error") -> None:
+            self.add(located, base + path, level, message, fix, spec.id)
+
+        if not _ID.match(spec.id):
+            err(
+                ("id",),
+                f"`{spec.id}` is not a valid id",
+                "use lowercase letters, digits and dashes, e.g. rent-reminder",
+            )
+        trigger = self.trigger(spec.trigger, err)
+        channels = None if spec.channels == "preferred" else tuple(dict.fromkeys(spec.channels))
+        if spec.kind == "task" and channels != ("call",):
+            err(("channels",), "a task is for an officer, not for the tenant", "write `channels: [call]`")
+        if channels == ():
+            err(("channels",), "the channel list is empty", "write `channels: preferred` or name channels")
+        allowed = SCOPE_NAMES | ({EVENT_NAME} if trigger and trigger.kind == "on" else frozenset())
+        condition = None
+        if spec.when:
+            condition, problem = compile_condition(self.env, spec.when, allowed)
+            if problem:
+                err(("when",), f"when: {problem}", _names_hint(problem, allowed))
+        windows: tuple[Window, ...] = ()
+        if spec.window:
+            try:
+                windows = parse_windows(spec.window)
+            except ValueError as exc:
+                err(("window",), f"window: {exc}")
+        expires = None
+        if spec.expires:
+            try:
+                expires = parse_duration(spec.expires)
+            except ValueError as exc:
+                err(("expires",), f"expires: {exc}")
+        texts, sources, lines = self.texts(spec, located, base, allowed, err)
+        if spec.whatsapp_template and spec.whatsapp_template not in self.config.whatsapp_templates:
+            known = list(self.config.whatsapp_templates)
+            err(
+                ("whatsapp_template",),
+                f"WhatsApp template `{spec.whatsapp_template}` is not in config.yaml",
+                _suggest(spec.whatsapp_template, known)
+                if known
+                else "add it under `whatsapp_templates:` in config.yaml with its content_sid",
+            )
+        reaches_whatsapp = channels is None or "whatsapp" in channels
+        if spec.kind != "task" and reaches_whatsapp and not spec.whatsapp_template:
+            err(
+                ("channels",),
+                "this rule can reach WhatsApp but names no approved template, so WhatsApp will be skipped for it",
+                "add `whatsapp_template: NAME` (see config.yaml)",
+                level="warning",
+            )
+        if channels and any(c in ("email", "print") for c in channels) and "subject" not in texts:
+            err(
+                ("text",),
+                "e-mails and letters need a subject or heading",
+                "add `subject:` with nl and en",
+                level="warning",
+            )
+        if any(f.level == "error" for f in self.findings[n_before:]) or trigger is None:
+            return None
+        during = spec.during_arrangement or (
+            "skip" if spec.kind == "reminder" and trigger.fact != "installment_due" else "send"
+        )
+        return Rule(
+            id=spec.id,
+            kind=spec.kind,
+            trigger=trigger,
+            channels=channels,
+            priority=spec.priority,
+            file=located.file,
+            line=located.line(base + ("id",)),
+            about=spec.about,
+            condition=condition,
+            windows=windows,
+            expires=expires,
+            texts=texts,
+            sources=sources,
+            lines=lines,
+            whatsapp_template=spec.whatsapp_template,
+            card=spec.card,
+            during_arrangement=during,
+            enabled=spec.enabled,
+        )
+
+    def trigger(self, spec: TriggerSpec, err) -> Trigger | None:
+        given = [k for k in TRIGGER_KEYS if getattr(spec, k) is not None]
+        if not given:
+            err(
+                ("trigger",),
+                "the trigger says nothing",
+                "use one of before, after, on, yearly, cron, at, for example `trigger: {before: rent_due, days: 2}`",
+            )
+            return None
+        if len(given) > 1:
+            err(
+                ("trigger",),
+                f"the trigger has {' and '.join(given)}",
+                "a rule has exactly one trigger: split it into two rules",
+            )
+            return None
+        kind = given[0]
+        value = getattr(spec, kind)
+        t = Trigger(kind)
+        if kind in ("before", "after"):
+            if value not in DATE_FACTS:
+                err(("trigger", kind), f"`{value}` is not a date fact", _suggest(value, list(DATE_FACTS)))
+                return None
+            if spec.days is None:
+                err(("trigger",), f"`{kind}: {value}` needs `days:`", "add for example `days: 2`")
+                return None
+            if spec.count is not None:
+                err(("trigger", "count"), "count goes with `on:` only", "remove it")
+            t.fact, t.days = value, spec.days
+        elif kind == "on":
+            if value not in self.events:
+                err(
+                    ("trigger", "on"),
+                    f"`{value}` is not a known event",
+                    _suggest(value, sorted(self.events)) + "; custom events are listed under "
+                    "`custom_events:` in config.yaml",
+                )
+                return None
+            t.event, t.count, t.days = value, spec.count, spec.days or 0
+        elif kind == "yearly":
+            m = _YEARLY.match(str(value).strip())
+            try:
+                if not m:
+                    raise ValueError
+                date(2025, int(m.group(1)), int(m.group(2)))  # a year without 29 February
+                t.month_day = (int(m.group(1)), int(m.group(2)))
+            except ValueError:
+                err(
+                    ("trigger", "yearly"),
+                    f"`{value}` is not a day of the year",
+                    'write month-day in quotes, like `yearly: "11-15"` (not 02-29)',
+                )
+                return None
+        elif kind == "cron":
+            try:
+                t.cron = CronTrigger.from_crontab(str(value), timezone=self.config.zone)
+            except ValueError as exc:
+                err(
+                    ("trigger", "cron"),
+                    f"`{value}` is not a cron moment ({exc})",
+                    'write five fields "minute hour day month weekday", like "0 10 1 12 *"',
+                )
+                return None
+        elif kind == "at":
+            try:
+                moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+            except ValueError:
+                err(("trigger", "at"), f"`{value}` is not a moment", "write it like `at: 2026-12-01T10:00`")
+                return None
+            t.at = moment if moment.tzinfo else moment.replace(tzinfo=self.config.zone)
+        if kind in ("yearly", "cron", "at") and (spec.days is not None or spec.count is not None):
+            err(("trigger",), f"`days`/`count` do not go with `{kind}`", "remove them")
+        return t
+
+    def texts(self, spec: RuleSpec, located: Located, base: tuple, allowed: frozenset[str], err):
+        texts: dict[str, dict[str, Template]] = {}
+        sources: dict[str, dict[str, str]] = {}
+        lines: dict[tuple[str, str], int] = {}
+        for variant in TEXT_VARIANTS + ("subject",):
+            value = getattr(spec, variant)
+            if value is None:
+                continue
+            assert isinstance(value, dict)
+            for lang, source in value.items():
+                path = (variant, lang)
+                lines[path] = located.line(base + path)
+                if lang not in self.languages:
+                    err(
+                        path,
+                        f"language `{lang}` is not configured",
+                        f"use {', '.join(sorted(self.languages))} (or add it under `locales:` in config.yaml)",
+                    )
+                    continue
+                if not isinstance(source, str) or not source.strip():
+                    err(path, f"the {variant} in `{lang}` is empty", "write the message, or remove the line")
+                    continue
+                try:
+                    names = unknown_names(self.env, source, allowed)
+                    template = self.env.from_string(source)
+                except TemplateSyntaxError as exc:
+                    err(
+                        path,
+                        f"the {variant} in `{lang}` cannot be read ({exc.message})",
+                        "check the {{ }} pairs: every `{{` needs its `}}`",
+                    )
+                    continue
+                if names:
+                    err(
+                        path,
+                        f"the {variant} in `{lang}` uses unknown name(s) {', '.join(names)}",
+                        _names_hint(", ".join(names), allowed),
+                    )
+                    continue
+                texts.setdefault(variant, {})[lang] = template
+                sources.setdefault(variant, {})[lang] = source
+        if "text" in texts and self.config.default_language not in texts["text"]:
+            err(
+                ("text",),
+                f"there is no text in `{self.config.default_language}`, the default language",
+                f"add `{self.config.default_language}:` under `text:`",
+            )
+        return texts, sources, lines
+
+    def _name(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.config.base_dir))
+        except ValueError:
+            return str(path)
+
+
+def _field_name(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if not isinstance(p, int)) or "value"
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    current: Any = model
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if fields is None or part not in fields:
+            break
+        current = fields[part].annotation
+    fields = getattr(current, "model_fields", None) or {}
+    return sorted(fields)
+
+
+def _suggest(value: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(str(value), options, n=1)
+    if close:
+        return f"did you mean `{close[0]}`?"
+    return f"use one of {', '.join(options)}" if options else ""
+
+
+def _names_hint(problem: str, allowed: frozenset[str]) -> str:
+    words = re.findall(r"[a-z_]+", problem.split("name(s)")[-1]) if "name(s)" in problem else []
+    for word in words:
+        close = difflib.get_close_matches(word, sorted(allowed), n=1)
+        if close:
+            return f"did you mean `{close[0]}`? (see the list of names in docs/rulebook.md)"
+    return "see the list of names in docs/rulebook.md"
+
+
+def _parse_range(item: str | date) -> tuple[date, date] | None:
+    if isinstance(item, date):
+        return item, item
+    m = _RANGE.match(str(item))
+    if m:
+        try:
+            return date.fromisoformat(m.group(1)), date.fromisoformat(m.group(2))
+        except ValueError:
+            return None
+    try:
+        day = date.fromisoformat(str(item).strip())
+    except ValueError:
+        return None
+    return day, day
+
+
+def load_rulebook(config: Config, folder: Path | None = None, *, strict: bool = False) -> Rulebook:
+    """Load and validate the rulebook folder; raise RulebookError listing every error found."""
+    folder = folder or config.rules_path
+    if not folder.is_dir():
+        raise RulebookError(
+            [Finding(str(folder), 0, "error", "the rules folder does not exist", "check `rules:` in config.yaml")]
+        )
+    fingerprint = folder_fingerprint(folder)
+    loader = _Loader(config, folder)
+    officers = loader.officers()
+    prefs = loader.prefs(officers)
+    rules = loader.rules()
+    findings = loader.findings
+    if any(f.level == "error" for f in findings) or (strict and findings):
+        raise RulebookError(findings)
+    return Rulebook(rules, officers, prefs, loader.env, findings, folder, fingerprint)
+
+
+def check_rulebook(config: Config, folder: Path | None = None) -> tuple[Rulebook | None, list[Finding]]:
+    """Like load_rulebook, but returns every finding instead of raising."""
+    try:
+        book = load_rulebook(config, folder)
+    except RulebookError as exc:
+        return None, exc.findings
+    return book, list(book.findings)

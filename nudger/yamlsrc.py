@@ -1,0 +1,116 @@
+"""YAML loading that remembers where every value stands, so errors can name file and line."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import Finding
+
+Path_ = tuple[str | int, ...]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false, so `on:` and `nee` stay text."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _first in "tTfF":
+    _Loader.yaml_implicit_resolvers.setdefault(_first, []).insert(
+        0, ("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"))
+    )
+
+
+@dataclass
+class Located:
+    """A loaded YAML document with the line (1-based) of every key and item, by path."""
+
+    file: str
+    data: Any
+    lines: dict[Path_, int] = field(default_factory=dict)
+
+    def line(self, path: Path_) -> int:
+        """The line of `path`, or of its nearest parent that has one."""
+        p = tuple(path)
+        while p:
+            if p in self.lines:
+                return self.lines[p]
+            p = p[:-1]
+        return self.lines.get((), 1)
+
+
+def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], dups: list[tuple[Path_, int]]):
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                dups.append((path + (key,), key_node.start_mark.line + 1))
+            seen.add(key)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            _walk(value_node, path + (key,), lines, dups)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[path + (i,)] = item.start_mark.line + 1
+            _walk(item, path + (i,), lines, dups)
+
+
+def _stringify_keys(value: Any) -> Any:
+    """YAML turns keys like `1001` or `2026-01-01` into numbers and dates; we want text."""
+    if isinstance(value, dict):
+        return {str(k): _stringify_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_stringify_keys(v) for v in value]
+    return value
+
+
+def load_yaml(path: Path, *, display: str | None = None) -> tuple[Located, list[Finding]]:
+    """Load one YAML file. Syntax errors and repeated keys come back as findings, not exceptions."""
+    name = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        return Located(name, None), [
+            Finding(name, 1, "error", f"the file is not UTF-8 text ({exc.reason})", "save it as UTF-8 in your editor")
+        ]
+    except OSError as exc:
+        return Located(name, None), [Finding(name, 0, "error", f"cannot read the file ({exc.strerror})")]
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        problem = exc.problem or "the YAML cannot be read"
+        hint = "check the indentation (spaces, not tabs) and that every `key: value` has a space after the colon"
+        if "tab" in problem.lower():
+            hint = "replace the tab with spaces"
+        elif exc.context and "quoted" in exc.context:
+            hint = "close the quote that opens here"
+        return Located(name, None), [Finding(name, line, "error", problem, hint)]
+    finally:
+        loader.dispose()
+    lines: dict[Path_, int] = {}
+    dups: list[tuple[Path_, int]] = []
+    if node is not None:
+        _walk(node, (), lines, dups)
+    findings = [
+        Finding(
+            name,
+            ln,
+            "error",
+            f"`{p[-1]}` appears twice in the same place",
+            "keep one of them; the second would silently replace the first",
+        )
+        for p, ln in dups
+    ]
+    return Located(name, _stringify_keys(data), lines), findings
