@@ -26,7 +26,7 @@ from .facts import Facts, TenantRecord, derive_events
 from .ledger import CLAIMED, EXPIRED, FAILED, PLANNED, SENT, Claimed, Ledger
 from .log import log, warn
 from .pacing import allowed_now, next_slot, parse_windows, policy_from_config
-from .planner import LOOKBACK_DAYS, EventFact, PlanContext, PlannedNudge, channel_order, plan
+from .planner import LOOKBACK_DAYS, EventFact, PlanContext, PlannedNudge, channel_order, plan, still_fires
 from .protocols import Channel, Message, Recipient, Signer
 from .render import render_text, signature
 from .rulebook import Rule, Rulebook, load_rulebook
@@ -159,9 +159,10 @@ class Engine:
             self._ledger.close()
 
     # --- import ------------------------------------------------------------------------------
-    def read_data(self) -> ImportData:
+    def read_data(self, *, guard: bool = True) -> ImportData:
         data = read_source(self.config.data, self.config.base_dir)
-        check_bad_share(data, self.config.data.max_bad_share)
+        if guard:
+            check_bad_share(data, self.config.data.max_bad_share)
         return data
 
     def import_data(self, data: ImportData | None = None) -> ImportReport:
@@ -170,7 +171,7 @@ class Engine:
         today = now.date()
         ledger = self.ledger
         try:
-            data = data or self.read_data()
+            data = data or self.read_data(guard=False)
             previous = ledger.last_accepted_import()
             share = self.config.data.min_share_of_previous
             if previous is not None and previous.tenants and len(data.records) < previous.tenants * share:
@@ -180,6 +181,7 @@ class Engine:
                     "planned; check the export, or lower data.min_share_of_previous in config.yaml if "
                     "tenants really left"
                 )
+            check_bad_share(data, self.config.data.max_bad_share)
         except ImportRefused as exc:
             ledger.record_import(at=now, day=today, source=self.config.data.source, status="refused", reason=str(exc))
             warn("import_refused", reason="see nudger import output")
@@ -379,6 +381,11 @@ class Engine:
                 windows,
                 blocked_until=record.pause_until,
             )
+            return
+        if not still_fires(rule, facts, c.occurrence):
+            why = f"no longer due: {rule.trigger.describe()} does not hold on the newest data"
+            ledger.move(c.id, "cancelled", now, why)
+            report.add("cancelled", c, why)
             return
         if rule.during_arrangement == "skip" and facts.arrangement:
             why = "a payment arrangement is active"

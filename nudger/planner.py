@@ -141,6 +141,23 @@ def occurrences(rule: Rule, facts: Facts, events: Iterable[EventFact], ctx: Plan
     return out
 
 
+def still_fires(rule: Rule, facts: Facts, occurrence: str) -> bool:
+    """Whether the trigger still gives this occurrence on the newest facts (never stale).
+
+    A nudge planned 2 days after `arrears_since` no longer fires when the arrears were cleared
+    (the fact is gone) or started again on another day; an installment reminder stops when the
+    arrangement ends.
+    """
+    t = rule.trigger
+    if t.kind not in ("before", "after"):
+        return True
+    try:
+        day = date.fromisoformat(occurrence)
+    except ValueError:
+        return False
+    return day in facts.date_series(t.fact, day, day)
+
+
 def _reaches(e: EventFact, count: int) -> bool:
     """A counting event fires a `count: N` rule once: when it goes from below N to N or more."""
     return e.count is not None and e.count >= count and (e.previous is None or e.previous < count)
