@@ -278,7 +278,7 @@ class Ledger:
             for start in range(0, len(rows), 2000):
                 chunk = rows[start : start + 2000]
                 stmt = self.insert(Nudge).values(chunk).on_conflict_do_nothing(index_elements=["key"])
-                added += s.execute(stmt).rowcount or 0
+                added += len(s.execute(stmt.returning(Nudge.id)).all())
         return added
 
     def existing_keys(self, keys: Iterable[str]) -> set[str]:
@@ -476,7 +476,7 @@ class Ledger:
         with self.session() as s:
             for start in range(0, len(values), 2000):
                 stmt = self.insert(EventRow).values(values[start : start + 2000]).on_conflict_do_nothing()
-                added += s.execute(stmt).rowcount or 0
+                added += len(s.execute(stmt.returning(EventRow.id)).all())
         return added
 
     def events_since(self, day: date, tenant_ids: Iterable[str] | None = None) -> list[EventRow]:
@@ -581,7 +581,7 @@ class Ledger:
     def opt_out(self, tenant_id: str, channel: str, now: datetime, source: str) -> bool:
         with self.session() as s:
             stmt = self.insert(OptOut).values(tenant_id=tenant_id, channel=channel, at=now, source=source)
-            return bool(s.execute(stmt.on_conflict_do_nothing()).rowcount)
+            return bool(s.execute(stmt.on_conflict_do_nothing().returning(OptOut.id)).all())
 
     def opted_out(self, tenant_id: str) -> set[str]:
         with self.session() as s:

@@ -11,9 +11,9 @@ from support import copy_example
 
 from nudger.config import load_config
 from nudger.engine import Engine
-from nudger.rulebook import load_rulebook
 from nudger.errors import PermanentChannelError, TemporaryChannelError
 from nudger.protocols import NEEDS_ADDRESS, NEEDS_EMAIL, NEEDS_MOBILE, NEEDS_NOTHING, NEEDS_WHATSAPP, Message, Receipt
+from nudger.rulebook import load_rulebook
 
 AMS = ZoneInfo("Europe/Amsterdam")
 NEEDS = {
