@@ -547,11 +547,14 @@ class Engine:
                 )
                 warn("channel_failed", key=c.key, channel=name, code=exc.code)
                 continue
+            signed = f"signed by {signer.key}" + (
+                f" (backup of {facts.record.officer})" if signer.key != facts.record.officer else ""
+            )
             ledger.move(
                 c.id,
                 SENT,
                 self.now(),
-                f"sent by {name}",
+                f"sent by {name}, {signed}",
                 channel=name,
                 receipt=receipt.id[:300],
                 sent_at=self.now(),
