@@ -103,9 +103,19 @@ def check(ctx: Ctx, strict: bool, as_json: bool) -> None:
     Example:
       nudger check --strict
     """
+    from .rulebook import load_rulebook
     from .tone import check_all
 
-    book, findings = check_all(ctx.config)
+    engine = ctx.engine()
+    try:
+        try:
+            engine.rulebook = load_rulebook(ctx.config)
+            records, ids = engine.data_sample()
+        except RulebookError:
+            records, ids = [], None
+        book, findings = check_all(ctx.config, engine.today(), records, ids)
+    finally:
+        engine.close()
     errors = sum(1 for f in findings if f.level == "error")
     warnings = len(findings) - errors
     if as_json:

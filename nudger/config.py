@@ -95,6 +95,20 @@ class WhatsAppTemplate(_Strict):
     variables: dict[str, str] = {"1": "text"}
 
 
+class ToneConfig(_Strict):
+    """The tone guard's limits; the word lists here are added to the shipped ones (nudger/resources/tone.yaml)."""
+
+    readability_floor: dict[str, float] = {"nl": 60, "en": 60}
+    max_sentence_words: int = Field(15, ge=5, le=60)
+    long_word_syllables: int = Field(4, ge=2, le=10)
+    sms_max_segments: int = Field(2, ge=1, le=10)
+    threats: dict[str, list[str]] = {}
+    officialese: dict[str, dict[str, str]] = {}
+    invitations: dict[str, list[str]] = {}
+    asks: dict[str, list[str]] = {}
+    allow_capitals: list[str] = []
+
+
 class WebConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=0, le=65535)
@@ -118,6 +132,7 @@ class Config(_Strict):
     channels: dict[str, ChannelConfig] = {n: ChannelConfig() for n in CHANNEL_NAMES}
     whatsapp_templates: dict[str, WhatsAppTemplate] = {}
     custom_events: list[str] = ["repair_completed"]
+    tone: ToneConfig = ToneConfig()
     web: WebConfig = WebConfig()
 
     # set by load_config, not read from the file

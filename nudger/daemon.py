@@ -18,11 +18,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 from . import log as logmod
 from .config import Config
 from .engine import Engine, system_clock
-from .errors import ImportRefused, NudgerError, RulebookError
+from .errors import ImportRefused, NudgerError
 from .ledger import store_lock
 from .log import log, warn
 from .rulebook import Rulebook, folder_fingerprint
-from .tone import check_all
+from .tone import check_all, load_checked
 
 
 @contextmanager
@@ -43,7 +43,7 @@ def run_once(config: Config, clock: Callable[[], datetime] | None = None) -> str
         engine = Engine(config, clock=clock or system_clock)
         refused: ImportRefused | None = None
         try:
-            engine.rulebook  # noqa: B018 - load (and validate) before touching anything
+            engine.rulebook = load_checked(config, engine.today(), engine.data_sample()[0])
             try:
                 report = engine.import_data()
                 imported = f"imported {report.tenants} tenants ({len(report.problems)} rows skipped)"
@@ -120,7 +120,7 @@ class Daemon:
             self.reload()
 
     def reload(self) -> None:
-        book, findings = check_all(self.config)
+        book, findings = check_all(self.config, self.engine.today(), self.engine.data_sample()[0])
         errors = [f for f in findings if f.level == "error"]
         if book is None or errors:
             first = errors[0] if errors else None
@@ -185,9 +185,7 @@ def run_daemon(config: Config) -> None:
     del cron
     with embedded_lock(config):
         engine = Engine(config)
-        book, findings = check_all(config)
-        if book is None or any(f.level == "error" for f in findings):
-            raise RulebookError([f for f in findings if f.level == "error"])
+        book = load_checked(config, engine.today(), engine.data_sample()[0])
         engine.rulebook = book
         engine.recover()
         daemon = Daemon(config, engine)

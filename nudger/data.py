@@ -73,6 +73,8 @@ def parse_money(text: str) -> Decimal:
         raise ValueError("empty amount")
     if "," in s and "." in s:
         s = s.replace(".", "").replace(",", ".") if s.rfind(",") > s.rfind(".") else s.replace(",", "")
+    elif re.fullmatch(r"-?\d{1,3}([.,]\d{3})+", s):
+        s = s.replace(".", "").replace(",", "")  # 1.234 or 1,234: a thousands separator, not cents
     elif "," in s:
         s = s.replace(",", ".")
     try:
@@ -81,6 +83,8 @@ def parse_money(text: str) -> Decimal:
         raise ValueError(f"`{text}` is not an amount in euro (write 612.45 or 612,45)") from None
     if not value.is_finite():
         raise ValueError(f"`{text}` is not an amount in euro")
+    if value.as_tuple().exponent < -2:  # type: ignore[operator]
+        raise ValueError(f"`{text}` has more than two decimals (write 612.45 or 612,45)")
     return value
 
 

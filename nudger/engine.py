@@ -269,6 +269,27 @@ class Engine:
             out.setdefault(e.tenant_id, []).append(EventFact(e.tenant_id, e.name, e.day, e.count or None, e.previous))
         return out
 
+    def data_sample(self, limit: int = 200) -> tuple[list[TenantRecord], set[str] | None]:
+        """Some tenants from the data (for the tone guard's samples) and every tenant id.
+
+        Reads the store when something was imported, else the data source; never creates a store.
+        Returns ([], None) when neither can be read.
+        """
+        from .ledger import sqlite_path
+
+        path = sqlite_path(self.config.store_url)
+        try:
+            if (path is None or path.exists()) and self.ledger.last_accepted_import() is not None:
+                ids = self.ledger.tenant_ids()
+                records = [TenantRecord.from_json(r) for _, r in self.ledger.tenant_records(sorted(ids)[:limit])]
+            else:
+                data = self.read_data(guard=False)
+                ids = set(data.records)
+                records = list(data.records.values())[:limit]
+        except NudgerError:
+            return [], None
+        return [apply_prefs(r, self.rulebook) for r in records], ids
+
     # --- planning ----------------------------------------------------------------------------
     def plan_context(self, now: datetime, days: int) -> PlanContext:
         expiry = {

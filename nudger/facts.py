@@ -193,10 +193,12 @@ class Facts:
     def late_in(self, month: int, year: int) -> bool:
         """True when that month's rent was paid late (after its due date, or not in full)."""
         due = due_date(year, month, self.record.due_day)
-        if due >= self.today:
-            return False
         move_in = self.record.move_in
-        if move_in is not None and (year, month) < (move_in.year, move_in.month):
+        if move_in is not None:
+            if (year, month) < (move_in.year, move_in.month):
+                return False
+            due = max(due, move_in)  # the first month's rent cannot be due before the tenancy starts
+        if due >= self.today:
             return False
         paid = sum((p.amount for p in self._paid_by_month.get((year, month), ()) if p.paid_on <= due), ZERO)
         return paid < self.rent

@@ -569,6 +569,10 @@ class Ledger:
                     .values(present=0)
                 )
 
+    def tenant_ids(self) -> set[str]:
+        with self.session() as s:
+            return set(s.scalars(select(TenantState.tenant_id).where(TenantState.present == 1)))
+
     def tenant_records(self, tenant_ids: Iterable[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         with self.session() as s:
             q = select(TenantState.tenant_id, TenantState.record).where(TenantState.present == 1)

@@ -267,11 +267,9 @@ def _intersect(a: list[tuple[time, time]], b: list[tuple[time, time]]) -> list[t
 def to_local(day: date, wall: time, zone: ZoneInfo) -> datetime:
     """The aware moment of wall-clock `wall` on `day`; a time skipped by DST moves to after the gap."""
     naive = datetime.combine(day, wall)
-    aware = naive.replace(tzinfo=zone)
-    roundtrip = aware.astimezone(UTC).astimezone(zone)
-    if roundtrip.replace(tzinfo=None) != naive:  # inside a spring-forward gap
-        aware = naive.replace(tzinfo=zone, fold=1).astimezone(UTC).astimezone(zone)
-    return aware
+    # fold=0 reads a time inside the spring-forward gap with the offset from before the switch,
+    # which lands it after the gap (02:30 -> 03:30); an autumn time that occurs twice is the first.
+    return naive.replace(tzinfo=zone).astimezone(UTC).astimezone(zone)
 
 
 @dataclass(frozen=True)

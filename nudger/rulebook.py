@@ -54,6 +54,42 @@ EXAMPLES = {
     "trigger": "trigger: {before: rent_due, days: 2}",
     "text": "text:\n  nl: Hoi {{ tenant.first_name }}, ...",
     "name": "name: Fatima el Amrani",
+    "window": 'window: "ma-vr 18:00-20:00"',
+    "channels": "channels: [sms, email]",
+    "days": "days: 2",
+    "priority": "priority: 50",
+    "pause_until": "pause_until: 2027-01-15",
+}
+# Dutch words officers may reach for, and the field they mean.
+DUTCH_FIELDS = {
+    "tekst": "text",
+    "onderwerp": "subject",
+    "kanalen": "channels",
+    "kanaal": "channels",
+    "wanneer": "when",
+    "venster": "window",
+    "tijdvak": "window",
+    "vervalt": "expires",
+    "verloopt": "expires",
+    "prioriteit": "priority",
+    "soort": "kind",
+    "dagen": "days",
+    "aantal": "count",
+    "voor": "before",
+    "na": "after",
+    "op": "on",
+    "jaarlijks": "yearly",
+    "brief": "letter",
+    "kaart": "card",
+    "naam": "name",
+    "voornaam": "first_name",
+    "rol": "role",
+    "telefoon": "phone",
+    "afwezig": "absent",
+    "vervanger": "backup",
+    "taal": "language",
+    "medewerker": "officer",
+    "pauze_tot": "pause_until",
 }
 
 
@@ -235,6 +271,10 @@ class Rule:
     card: bool = False
     during_arrangement: str = "send"
     enabled: bool = True
+    field_lines: dict[str, int] = field(default_factory=dict)  # top-level field -> its line
+
+    def line_of(self, name: str) -> int:
+        return self.field_lines.get(name, self.line)
 
     @property
     def tenant_facing(self) -> bool:
@@ -304,22 +344,31 @@ class _Loader:
     def pydantic_findings(
         self, located: Located, base: tuple, exc: ValidationError, model: type[BaseModel], rule: str = ""
     ) -> None:
+        # A field that may be one of several forms (text or a list, say) gets one error per form;
+        # keep one per field: the deepest, which is closest to what the officer wrote.
+        chosen: dict[tuple, dict] = {}
         for err in exc.errors():
-            loc = base + tuple(err["loc"])
-            name = str(err["loc"][-1]) if err["loc"] else ""
+            where = tuple(p for p in err["loc"] if not _is_type_tag(p))
+            field_key = tuple(p for p in where if not isinstance(p, int)) or where
+            current = chosen.get(field_key)
+            if current is None or len(err["loc"]) > len(current["loc"]):
+                chosen[field_key] = {**err, "where": where}
+        for err in chosen.values():
+            where = err["where"]
+            loc = base + where
+            name = str(where[-1]) if where else ""
             kind = err["type"]
+            field = _field_name(where)
             if kind == "missing":
-                self.add(
-                    located,
-                    loc[:-1],
-                    "error",
-                    f"`{name}` is missing",
-                    f"add it, for example `{EXAMPLES.get(name, name + ': ...')}`",
-                    rule,
-                )
+                example = EXAMPLES.get(name, name + ": ...")
+                self.add(located, loc[:-1], "error", f"`{name}` is missing", f"add it, for example `{example}`", rule)
             elif kind == "extra_forbidden":
-                allowed = _fields_at(model, tuple(err["loc"][:-1]))
-                close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+                allowed = _fields_at(model, tuple(p for p in where[:-1] if not isinstance(p, int)))
+                close = (
+                    [DUTCH_FIELDS[name]]
+                    if DUTCH_FIELDS.get(name) in allowed
+                    else difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+                )
                 fix = f"did you mean `{close[0]}`?" if close else f"allowed here: {', '.join(allowed)}"
                 self.add(located, loc, "error", f"unknown field `{name}`", fix, rule)
             elif kind == "literal_error":
@@ -327,12 +376,16 @@ class _Loader:
                 expected = err.get("ctx", {}).get("expected", "")
                 close = difflib.get_close_matches(str(value), re.findall(r"'([^']+)'", expected), n=1)
                 fix = f"did you mean `{close[0]}`?" if close else f"use one of {expected}"
-                self.add(located, loc, "error", f"`{value}` is not allowed for {_field_name(err['loc'])}", fix, rule)
-            elif err["loc"] and err["loc"][-1] in ("str", "list[literal['sms','whatsapp','email','print','call']]"):
-                continue  # the other half of a union; the real finding comes separately
+                self.add(located, loc, "error", f"`{value}` is not allowed for {field}", fix, rule)
+            elif kind.endswith("_type") or kind.endswith("_parsing"):
+                example = EXAMPLES.get(field.split(".")[-1])
+                fix = f"write it like `{example}`" if example else err["msg"]
+                self.add(
+                    located, loc, "error", f"{field}: `{err.get('input')}` is not the right kind of value", fix, rule
+                )
             else:
                 msg = err["msg"].removeprefix("Value error, ")
-                self.add(located, loc, "error", f"{_field_name(err['loc'])}: {msg}", "", rule)
+                self.add(located, loc, "error", f"{field}: {msg}", "", rule)
 
     # --- officers ----------------------------------------------------------------------------
     def officers(self) -> dict[str, Officer]:
@@ -608,21 +661,6 @@ class _Loader:
                 if known
                 else "add it under `whatsapp_templates:` in config.yaml with its content_sid",
             )
-        reaches_whatsapp = channels is None or "whatsapp" in channels
-        if spec.kind != "task" and reaches_whatsapp and not spec.whatsapp_template:
-            err(
-                ("channels",),
-                "this rule can reach WhatsApp but names no approved template, so WhatsApp will be skipped for it",
-                "add `whatsapp_template: NAME` (see config.yaml)",
-                level="warning",
-            )
-        if channels and any(c in ("email", "print") for c in channels) and "subject" not in texts:
-            err(
-                ("text",),
-                "e-mails and letters need a subject or heading",
-                "add `subject:` with nl and en",
-                level="warning",
-            )
         if any(f.level == "error" for f in self.findings[n_before:]) or trigger is None:
             return None
         during = spec.during_arrangement or (
@@ -647,6 +685,7 @@ class _Loader:
             card=spec.card,
             during_arrangement=during,
             enabled=spec.enabled,
+            field_lines={k: located.line(base + (k,)) for k in raw},
         )
 
     def trigger(self, spec: TriggerSpec, err) -> Trigger | None:
@@ -759,12 +798,12 @@ class _Loader:
                     err(
                         path,
                         f"the {variant} in `{lang}` uses unknown name(s) {', '.join(names)}",
-                        _names_hint(", ".join(names), allowed),
+                        _names_hint("unknown name(s) " + ", ".join(names), allowed),
                     )
                     continue
                 texts.setdefault(variant, {})[lang] = template
                 sources.setdefault(variant, {})[lang] = source
-        if "text" in texts and self.config.default_language not in texts["text"]:
+        if spec.text and isinstance(spec.text, dict) and self.config.default_language not in spec.text:
             err(
                 ("text",),
                 f"there is no text in `{self.config.default_language}`, the default language",
@@ -777,6 +816,11 @@ class _Loader:
             return str(path.relative_to(self.config.base_dir))
         except ValueError:
             return str(path)
+
+
+def _is_type_tag(part: object) -> bool:
+    """Pydantic names union branches in error locations (`str`, `list[str]`): not the officer's words."""
+    return isinstance(part, str) and (part in ("str", "int", "bool", "date", "datetime", "dict") or "[" in part)
 
 
 def _field_name(loc: tuple) -> str:

@@ -88,7 +88,10 @@ def load_yaml(path: Path, *, display: str | None = None) -> tuple[Located, list[
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        # "while scanning a quoted scalar" / "while parsing a flow sequence": the context mark is
+        # where the unclosed quote or bracket opens, which is where the mistake is.
+        unclosed = bool(exc.context) and ("quoted" in exc.context or "flow" in exc.context)
+        mark = (exc.context_mark if unclosed else None) or exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         problem = exc.problem or "the YAML cannot be read"
         hint = "check the indentation (spaces, not tabs) and that every `key: value` has a space after the colon"
@@ -96,6 +99,8 @@ def load_yaml(path: Path, *, display: str | None = None) -> tuple[Located, list[
             hint = "replace the tab with spaces"
         elif exc.context and "quoted" in exc.context:
             hint = "close the quote that opens here"
+        elif exc.context and "flow" in exc.context:
+            hint = "close the bracket that opens here: `[` needs `]`, `{` needs `}`"
         return Located(name, None), [Finding(name, line, "error", problem, hint)]
     finally:
         loader.dispose()
