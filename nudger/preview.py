@@ -66,9 +66,34 @@ def preview_text(engine, rule_id: str, tenant_id: str, channel: str | None) -> s
         body = letter_text(message)
     else:
         body = call_task_text(message)
+    from .render import VARIANT_FOR_CHANNEL
+    from .tone import Sample, judge, words_for
+
+    _, used_lang = rule.template(channel, language, engine.config.default_language)
+    variant = VARIANT_FOR_CHANNEL.get(channel, "text")
+    if used_lang not in rule.sources.get(variant, {}):
+        variant = "text"
+    sms_text = sms_request(message)["Body"] if channel == "sms" else ""
+    line = rule.lines.get((variant, used_lang), rule.line)
+    sample = Sample(
+        rule, used_lang, channel, variant, line, tenant_id, message.body, message.subject, message.signature, sms_text
+    )
+    report = judge(sample, engine.config, words_for(engine.config))
+    read = report.readability
+    formula = "Flesch" if used_lang == "en" else "Flesch-Douma"
+    floor = engine.config.tone.readability_floor.get(used_lang, 60)
+    measures = [
+        f"readability: {read.score:.0f} ({formula}, floor {floor:.0f}); "
+        f"words per sentence: {', '.join(str(n) for n in read.sentence_lengths)}"
+    ]
+    if report.segments is not None:
+        seg = report.segments
+        forced = f"; `{seg.forced_by}` needs UCS-2" if seg.forced_by else ""
+        measures.append(f"sms: {seg.count} segment(s), {seg.units} {seg.encoding} characters{forced}")
+    measures += [f"{f.level}: {f.message}: {f.fix}" for f in report.findings]
     head = [
         f"rule: {rule_id} ({rule.kind})   tenant: {tenant_id}   channel: {channel}   language: {language}",
         f"signed by: {signer.name}" + (" (backup)" if signer.key != record.officer else ""),
     ]
-    head += [f"note: {n}" for n in notes]
+    head += [f"note: {n}" for n in notes] + measures
     return "\n".join(head) + "\n" + "-" * 72 + "\n" + body.rstrip() + "\n" + "-" * 72

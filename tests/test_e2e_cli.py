@@ -115,6 +115,9 @@ def test_preview_shows_the_message_as_it_would_go(example: Path) -> None:
     assert "1 December 2026" in result.out and "Ahmed Yilmaz" in result.out
     sms = nudger(example, "preview", "installment-reminder", "T-1005", "--channel", "sms", "--date", "2026-11-30")
     assert sms.code == 0 and "€ 75,00" in sms.out
+    assert "readability:" in sms.out and "sms: 2 segment(s)" in sms.out and "`ï` needs UCS-2" in sms.out  # Anaïs
+    gsm = nudger(example, "preview", "rent-reminder", "T-1006", "--channel", "sms", "--date", "2026-11-30")
+    assert "sms: 1 segment(s)" in gsm.out and "GSM-7" in gsm.out and "Dag Priya" in gsm.out
 
 
 def test_send_is_idempotent_and_guarded(example: Path) -> None:
