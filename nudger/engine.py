@@ -295,7 +295,30 @@ class Engine:
         expiry = {
             k: self.config.expiry.for_kind(k) for k in ("reminder", "appreciation", "check-in", "campaign", "task")
         }
-        return PlanContext(self.rulebook, self.policy, expiry, self.config.default_language, now, days)
+        pacing = self.config.pacing
+        return PlanContext(
+            self.rulebook,
+            self.policy,
+            expiry,
+            self.config.default_language,
+            now,
+            days,
+            max_per_day=pacing.max_per_day,
+            max_per_week=pacing.max_per_week,
+            paused_until=self.paused_until(),
+        )
+
+    def paused_until(self) -> date | None:
+        """The organisation-wide pause (`nudger pause --until D`), if one is set."""
+        value = self.ledger.get_setting("paused_until")
+        return date.fromisoformat(value) if value else None
+
+    def pause(self, until: date | None) -> None:
+        self.ledger.set_setting("paused_until", until.isoformat() if until else None)
+        if until is None:
+            log("organisation_resumed")
+        else:
+            warn("organisation_paused", until=until.isoformat())
 
     def plan(
         self,
@@ -312,12 +335,25 @@ class Engine:
         days = days or self.config.schedule.plan_days
         ctx = self.plan_context(now, days)
         tids = list(tenant_ids) if tenant_ids is not None else None
+        movable = self.ledger.movable(now, tids)
+        ctx.existing = frozenset(self.ledger.live_keys(now) - set(movable))
+        ctx.booked = self.ledger.booked(now, tids)
         facts = self.facts(ctx.today, tids)
         events = self.events_by_tenant(ctx.today - timedelta(days=LOOKBACK_DAYS + 366), tids)
         nudges = plan(facts, events, ctx, rule_ids=rule_ids, tenant_ids=tids, explain=explain)
-        added = self.ledger.add_planned(nudges, now) if store else 0
+        added = moved = 0
         if store:
-            log("plan_done", planned=len(nudges), new=added)
+            added = self.ledger.add_planned([n for n in nudges if n.key not in movable], now)
+            for n in nudges:
+                if n.key in movable and (n.status == "expired" or n.send_at != movable[n.key]):
+                    moved += self.ledger.replan(
+                        n.key,
+                        n.send_at,
+                        "expired" if n.status == "expired" else "planned",
+                        n.reason or "planned again",
+                        now,
+                    )
+            log("plan_done", planned=len(nudges), new=added, moved=moved)
         return nudges, added
 
     # --- dispatch ----------------------------------------------------------------------------
@@ -392,17 +428,12 @@ class Engine:
             return
         record = facts.record
         windows = [rule.windows, parse_windows(list(record.window)) if record.window else ()]
-        if record.pause_until is not None and today <= record.pause_until:
-            self._reschedule(
-                c,
-                report,
-                now,
-                now,
-                f"paused until {record.pause_until.isoformat()}",
-                windows,
-                blocked_until=record.pause_until,
-            )
-            return
+        org_pause = self.paused_until()
+        for until, who in ((org_pause, "the organisation paused all messages"), (record.pause_until, "the tenant")):
+            if until is not None and today <= until:
+                why = f"paused until {until.isoformat()}" + (f" ({who})" if until is org_pause else "")
+                self._reschedule(c, report, now, now, why, windows, blocked_until=until)
+                return
         if not still_fires(rule, facts, c.occurrence):
             why = f"no longer due: {rule.trigger.describe()} does not hold on the newest data"
             ledger.move(c.id, "cancelled", now, why)

@@ -416,6 +416,73 @@ class Ledger:
                 row.claimed_by = row.claimed_until = None
         return released, uncertain
 
+    def live_keys(self, now: datetime) -> set[str]:
+        """Keys of nudges that have not expired: planning them again must leave them alone."""
+        with self.session() as s:
+            return set(s.scalars(select(Nudge.key).where(Nudge.expires_at > now)))
+
+    def movable(self, now: datetime, tenant_ids: Iterable[str] | None = None) -> dict[str, datetime | None]:
+        """Planned nudges never tried yet (key -> slot): each planning run may give them a new slot."""
+        with self.session() as s:
+            q = select(Nudge.key, Nudge.send_at).where(
+                Nudge.state == PLANNED, Nudge.attempts == 0, Nudge.expires_at > now
+            )
+            if tenant_ids is not None:
+                q = q.where(Nudge.tenant_id.in_(list(tenant_ids)))
+            return dict(s.execute(q).all())
+
+    def replan(self, key: str, send_at: datetime | None, state: str, reason: str, now: datetime) -> bool:
+        """Give a planned, never-tried nudge its new slot (or expire it), recorded as a transition."""
+        with self.session() as s:
+            q = select(Nudge).where(Nudge.key == key, Nudge.state == PLANNED, Nudge.attempts == 0)
+            if self.engine.dialect.name == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            row = s.scalars(q).first()
+            if row is None:
+                return False
+            s.add(Transition(nudge_id=row.id, at=now, from_state=PLANNED, to_state=state, reason=reason))
+            row.state, row.reason, row.updated_at = state, reason, now
+            if send_at is not None:
+                row.send_at = send_at
+            return True
+
+    def booked(self, now: datetime, tenant_ids: Iterable[str] | None = None) -> dict[str, list[datetime]]:
+        """Per tenant, what keeps its place: messages sent in the last 7 days, claimed or held ones, and
+        retries. (Planned nudges that were never tried are planned again, so priorities can move them.)"""
+        since = now - timedelta(days=7)
+        out: dict[str, list[datetime]] = {}
+        with self.session() as s:
+            q = select(Nudge.tenant_id, Nudge.state, Nudge.send_at, Nudge.sent_at).where(
+                Nudge.kind != "task",
+                ((Nudge.state.in_((HELD, CLAIMED))) & (Nudge.send_at.is_not(None)))
+                | ((Nudge.state == PLANNED) & (Nudge.attempts > 0))
+                | ((Nudge.state.in_((SENT, DELIVERED, READ, UNCERTAIN))) & (Nudge.sent_at >= since)),
+            )
+            if tenant_ids is not None:
+                q = q.where(Nudge.tenant_id.in_(list(tenant_ids)))
+            for tid, state, send_at, sent_at in s.execute(q):
+                at = sent_at if state in (SENT, DELIVERED, READ, UNCERTAIN) else send_at
+                if at is not None:
+                    out.setdefault(tid, []).append(at)
+        return out
+
+    # --- settings kept in the store (organisation-wide pause) --------------------------------
+    def get_setting(self, key: str) -> str | None:
+        with self.session() as s:
+            row = s.get(Meta, key)
+            return row.value if row is not None else None
+
+    def set_setting(self, key: str, value: str | None) -> None:
+        with self.session() as s:
+            row = s.get(Meta, key)
+            if value is None:
+                if row is not None:
+                    s.delete(row)
+            elif row is None:
+                s.add(Meta(key=key, value=value))
+            else:
+                row.value = value
+
     def sent_times(self, tenant_id: str, since: datetime) -> list[datetime]:
         """When tenant-facing messages went to this tenant since `since` (tasks do not count)."""
         with self.session() as s:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -11,7 +11,7 @@ from jinja2.exceptions import TemplateError
 
 from .conditions import build_scope, event_view
 from .facts import Facts
-from .pacing import Duration, Policy, next_slot, parse_duration, parse_windows, to_local
+from .pacing import Duration, Policy, Window, next_slot, parse_duration, parse_windows, to_local
 from .rulebook import Rule, Rulebook
 
 LOOKBACK_DAYS = 14  # occurrences this far back are still planned when they have not expired
@@ -69,6 +69,11 @@ class PlanContext:
     now: datetime  # aware; the plan starts here
     days: int = 1  # horizon: today and the days after
     lookback_days: int = LOOKBACK_DAYS
+    max_per_day: int = 1  # tenant-facing messages per tenant per day (tasks do not count)
+    max_per_week: int = 2  # ... per rolling 7 days
+    paused_until: date | None = None  # an organisation-wide pause (`nudger pause`)
+    existing: frozenset[str] = frozenset()  # keys already in the ledger: they keep their slot
+    booked: Mapping[str, Sequence[datetime]] = field(default_factory=dict)  # tenant -> sends and slots in the ledger
     _durations: dict[str, Duration | None] = field(default_factory=dict)
 
     @property
@@ -196,6 +201,8 @@ def plan_tenant(
     events = list(events)
     tenant_windows = parse_windows(list(record.window)) if record.window else ()
     language = record.language or ctx.default_language
+    blocked = max((d for d in (record.pause_until, ctx.paused_until) if d is not None), default=None)
+    to_cap: list[tuple[PlannedNudge, list[tuple[Window, ...]]]] = []
     for rule in rules:
         if not rule.enabled:
             continue
@@ -243,13 +250,8 @@ def plan_tenant(
                         nudge.status, nudge.reason = "skipped", "the condition does not hold"
                         out.append(nudge)
                     continue
-            slot = next_slot(
-                max(occ.start, ctx.now),
-                expires_at,
-                ctx.policy,
-                [rule.windows, tenant_windows],
-                blocked_until=record.pause_until,
-            )
+            windows = [rule.windows, tenant_windows]
+            slot = next_slot(max(occ.start, ctx.now), expires_at, ctx.policy, windows, blocked_until=blocked)
             if slot.at is None:
                 nudge.status, nudge.reason = "expired", slot.reason
             else:
@@ -258,8 +260,55 @@ def plan_tenant(
                     nudge.reason = f"moved: {slot.reason}"
                 if signer is None:
                     nudge.reason = "waits: nobody can sign (the officer and backups are away)"
+                if rule.tenant_facing and key not in ctx.existing:
+                    to_cap.append((nudge, windows))
             out.append(nudge)
+    apply_caps(to_cap, ctx.booked.get(record.tenant_id, ()), ctx, blocked)
     return out
+
+
+def apply_caps(
+    items: list[tuple[PlannedNudge, list[tuple[Window, ...]]]],
+    booked: Sequence[datetime],
+    ctx: PlanContext,
+    blocked_until: date | None = None,
+) -> None:
+    """One ask at a time: at most `max_per_day` a day and `max_per_week` in any 7 days per tenant.
+
+    The highest priority keeps its slot; the others move to the next allowed day, or expire
+    when there is none before their expiry. `booked` holds what the ledger already sent or
+    planned for this tenant (it keeps its place).
+    """
+    zone = ctx.policy.zone
+    taken: list[date] = [t.astimezone(zone).date() for t in booked]
+
+    def fits(day: date) -> str:
+        if sum(1 for d in taken if d == day) >= ctx.max_per_day:
+            return f"already {ctx.max_per_day} message(s) on {day.isoformat()}"
+        for start in (day - timedelta(days=k) for k in range(7)):
+            if sum(1 for d in taken if start <= d < start + timedelta(days=7)) >= ctx.max_per_week:
+                return f"already {ctx.max_per_week} message(s) in the 7 days around {day.isoformat()}"
+        return ""
+
+    for nudge, windows in sorted(items, key=lambda i: (-i[0].priority, i[0].send_at or i[0].expires_at)):
+        at = nudge.send_at
+        first_reason = ""
+        while at is not None:
+            day = at.astimezone(zone).date()
+            why = fits(day)
+            if not why:
+                break
+            first_reason = first_reason or why
+            after = ctx.policy.local_midnight(day + timedelta(days=1))
+            at = next_slot(after, nudge.expires_at, ctx.policy, windows, blocked_until=blocked_until).at
+        if at is None:
+            nudge.send_at, nudge.status = None, "expired"
+            nudge.reason = f"one ask at a time: {first_reason}, and no free day before it expires"
+            continue
+        if first_reason:
+            nudge.send_at = at
+            nudge.reason = f"one ask at a time: {first_reason}; moved to {at.astimezone(zone):%Y-%m-%d %H:%M}"
+        taken.append(at.astimezone(zone).date())
 
 
 def plan(

@@ -13,7 +13,7 @@ import pytest
 from nudger.config import load_config
 from nudger.facts import Facts, Payment, TenantRecord
 from nudger.pacing import Policy, parse_windows
-from nudger.planner import EventFact, PlanContext, PlannedNudge, plan
+from nudger.planner import EventFact, PlanContext, PlannedNudge, apply_caps, plan
 from nudger.rulebook import Rulebook, load_rulebook
 
 AMS = ZoneInfo("Europe/Amsterdam")
@@ -325,7 +325,7 @@ def test_yearly_condition_on_january(book):
 
 
 def test_cron_gives_one_nudge_per_fire_time_in_the_horizon(book):
-    nudges = run(book, at(2026, 11, 30, 9, 0), ["campaign"], days=3)
+    nudges = run(book, at(2026, 11, 30, 9, 0), ["campaign"], days=3, max_per_week=7)
     assert keys(nudges) == [
         "campaign:T-1:2026-11-30T10:00+01:00",
         "campaign:T-1:2026-12-01T10:00+01:00",
@@ -336,7 +336,7 @@ def test_cron_gives_one_nudge_per_fire_time_in_the_horizon(book):
 
 
 def test_cron_time_is_local_across_the_dst_change(book):
-    nudges = run(book, at(2026, 10, 24, 9, 0), ["campaign"], days=3)
+    nudges = run(book, at(2026, 10, 24, 9, 0), ["campaign"], days=3, max_per_week=7)
     planned = {n.occurrence: n for n in nudges}
     assert set(planned) == {"2026-10-24T10:00+02:00", "2026-10-25T10:00+01:00", "2026-10-26T10:00+01:00"}
     assert planned["2026-10-26T10:00+01:00"].send_at == at(2026, 10, 26, 10)
@@ -394,3 +394,30 @@ def test_nudge_as_dict_is_plain_json(book):
     assert d["key"] == "rent-reminder:T-1:2026-12-01"
     assert d["send_at"] == "2026-11-30T08:00:00+01:00"
     assert d["expires_at"] == "2026-12-01T00:00:00+01:00"
+
+
+# --- one ask at a time ---------------------------------------------------------------------------
+
+
+def test_caps_keep_one_a_day_and_two_a_week(book):
+    nudges = run(book, at(2026, 11, 30, 9, 0), ["campaign"], days=3)  # a campaign every day at 10:00
+    by_day = {n.occurrence[:10]: n for n in nudges}
+    assert by_day["2026-11-30"].send_at == at(2026, 11, 30, 10) and by_day["2026-12-01"].send_at == at(2026, 12, 1, 10)
+    third = by_day["2026-12-02"]
+    assert third.status == "expired" and third.send_at is None
+    assert "one ask at a time: already 2 message(s) in the 7 days" in third.reason
+
+
+def test_caps_count_what_the_ledger_already_sent(book):
+    sent = {"T-1": [at(2026, 11, 27, 11), at(2026, 11, 28, 11)]}
+    nudges = run(book, at(2026, 11, 30, 9, 0), ["campaign"], days=1, booked=sent)
+    assert nudges[0].status == "expired" and "already 2 message(s)" in nudges[0].reason
+
+
+def test_highest_priority_goes_first_the_other_moves_to_the_next_day(book):
+    c = ctx(book, at(2026, 11, 30, 9, 0), 3, max_per_week=7)
+    low = PlannedNudge("low:T-1:x", "low", "T-1", "reminder", "x", at(2026, 11, 30, 10), at(2026, 12, 3), 10)
+    high = PlannedNudge("high:T-1:x", "high", "T-1", "reminder", "x", at(2026, 11, 30, 12), at(2026, 12, 3), 90)
+    apply_caps([(low, []), (high, [])], [], c)
+    assert high.send_at == at(2026, 11, 30, 12) and high.reason == ""
+    assert low.send_at == at(2026, 12, 1, 8) and "moved to 2026-12-01 08:00" in low.reason
