@@ -515,6 +515,47 @@ def history(ctx: Ctx, tenant_id: str, as_json: bool) -> None:
             click.echo(f"  {n.reason}")
 
 
+@cli.command()
+@click.option("--until", "until", type=DATE, required=True, help="the last day of the pause (YYYY-MM-DD)")
+@pass_ctx
+def pause(ctx: Ctx, until: datetime) -> None:
+    """Pause every message for the whole organisation, for an incident.
+
+    Paused messages wait until after the pause, or expire if they must; none is lost or sent late.
+    Call tasks for officers are paused too.
+
+    \b
+    Example:
+      nudger pause --until 2026-12-03
+    """
+    engine = ctx.engine()
+    try:
+        if until.date() < engine.today():
+            raise NudgerError(f"{until.date()} has passed: give a day from today on, or use `nudger resume`")
+        engine.pause(until.date())
+    finally:
+        engine.close()
+    click.echo(f"all messages are paused until and including {until.date()}; `nudger resume` ends it sooner")
+
+
+@cli.command()
+@pass_ctx
+def resume(ctx: Ctx) -> None:
+    """End an organisation-wide pause now.
+
+    \b
+    Example:
+      nudger resume
+    """
+    engine = ctx.engine()
+    try:
+        was = engine.paused_until()
+        engine.pause(None)
+    finally:
+        engine.close()
+    click.echo("messages go again" + (f" (the pause was until {was})" if was else " (there was no pause)"))
+
+
 def main() -> None:
     """Entry point: expected errors become one line on stderr and a non-zero exit, never a traceback."""
     try:

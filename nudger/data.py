@@ -13,6 +13,7 @@ from pathlib import Path
 from .config import CHANNEL_NAMES, DataConfig
 from .errors import ImportRefused
 from .facts import Payment, TenantRecord
+from .pacing import parse_windows
 
 TENANT_COLUMNS = (
     "tenant_id",
@@ -37,6 +38,7 @@ TENANT_COLUMNS = (
     "preferred_channels",
     "move_in",
 )
+OPTIONAL_COLUMNS = ("window",)  # beyond the contract: a send window, like `ma-vr 18:00-20:00`
 TENANT_REQUIRED = ("tenant_id", "name", "officer", "rent", "arrears")
 PAYMENT_COLUMNS = ("tenant_id", "paid_on", "amount", "for_month")
 _TRUE = {"1", "true", "yes", "ja", "y", "j", "waar"}
@@ -180,7 +182,18 @@ def tenant_from_row(row: Mapping[str, str | None]) -> TenantRecord:
         arrangement_until=day("arrangement_until"),
         preferred_channels=parse_channels(get("preferred_channels")),
         move_in=day("move_in"),
+        window=_windows(get("window")),
     )
+
+
+def _windows(text: str) -> tuple[str, ...]:
+    if not text:
+        return ()
+    try:
+        parse_windows(text)
+    except ValueError as exc:
+        raise ValueError(f"window: {exc}") from None
+    return tuple(p.strip() for p in text.split(";") if p.strip())
 
 
 def payment_from_row(row: Mapping[str, str | None]) -> tuple[str, Payment]:
@@ -235,7 +248,7 @@ def _read_csv(
 
 def read_csv_source(tenants_path: Path, payments_path: Path | None) -> ImportData:
     """Read the two CSV files of the data contract."""
-    rows, notes = _read_csv(tenants_path, TENANT_REQUIRED, TENANT_COLUMNS)
+    rows, notes = _read_csv(tenants_path, TENANT_REQUIRED, TENANT_COLUMNS + OPTIONAL_COLUMNS)
     data = ImportData({}, notes=notes, source=str(tenants_path))
     _collect_tenants(data, rows, str(tenants_path))
     if payments_path is not None:

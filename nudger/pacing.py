@@ -243,6 +243,21 @@ class Policy:
         return current
 
 
+def open_weekdays(policy: Policy, windows: Iterable[tuple[Window, ...]] = ()) -> list[int]:
+    """The weekdays (0 = Monday) on which the windows leave some time inside the organisation's hours."""
+    out = []
+    for weekday in range(7):
+        if weekday in policy.closed_weekdays:
+            continue
+        current = _day_intervals(policy.hours, weekday) if policy.hours else [(time(0), time.max)]
+        for w in windows:
+            if w:
+                current = _intersect(current, _day_intervals(w, weekday))
+        if current:
+            out.append(weekday)
+    return out
+
+
 def _day_intervals(windows: Sequence[Window], weekday: int) -> list[tuple[time, time]]:
     spans = sorted((w.start, w.end) for w in windows if weekday in w.days)
     merged: list[tuple[time, time]] = []

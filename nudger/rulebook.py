@@ -470,20 +470,37 @@ class _Loader:
         return out
 
     def _check_cover(self, located: Located, officers: dict[str, Officer]) -> None:
+        """Every absence needs someone to sign: a backup chain that loops back without anyone
+        available is an error; an absent officer without a backup is a warning (messages wait)."""
         book = Rulebook({}, officers, {}, self.env, [], self.folder)
         for key, officer in officers.items():
             for a, b in officer.absent:
                 day = a
                 while day <= b:
                     if book.signer(key, day) is None:
-                        self.add(
-                            located,
-                            (key, "absent"),
-                            "warning",
-                            f"on {day.isoformat()} nobody can sign for {key}'s tenants "
-                            "(the backups are away too, or there is no backup)",
-                            "give a backup who is in that day; until then their messages wait",
-                        )
+                        chain = [key]
+                        nxt = officer.backup
+                        while nxt and nxt not in chain and nxt in officers:
+                            chain.append(nxt)
+                            nxt = officers[nxt].backup
+                        if nxt in chain:
+                            self.add(
+                                located,
+                                (key, "backup"),
+                                "error",
+                                f"on {day.isoformat()} the backups go round in a circle "
+                                f"({' -> '.join(chain + [nxt])}) and everyone is away",
+                                "give one of them a backup who is in that day",
+                            )
+                        else:
+                            self.add(
+                                located,
+                                (key, "absent"),
+                                "warning",
+                                f"on {day.isoformat()} nobody can sign for {key}'s tenants "
+                                f"({' -> '.join(chain)} away, no further backup)",
+                                "add a `backup:` who is in that day; until then their messages wait",
+                            )
                         break
                     day += timedelta(days=1)
 

@@ -24,6 +24,7 @@ from .conditions import build_scope, event_view
 from .config import CHANNEL_NAMES, Config
 from .errors import Finding, RulebookError
 from .facts import Facts, Payment, TenantRecord
+from .pacing import open_weekdays, parse_windows, policy_from_config
 from .render import VARIANT_FOR_CHANNEL, render_text, signature
 from .rulebook import Rule, Rulebook, check_rulebook
 
@@ -422,6 +423,18 @@ def rule_findings(config: Config, book: Rulebook, today: date, records: list[Ten
     out: list[Finding] = []
     samples = records + sample_records(today)
     unsigned = sorted({r.tenant_id for r in records if book.signer(r.officer, today) is None})
+    policy = policy_from_config(config)
+    for tid, pref in book.prefs.items():
+        if pref.window and not open_weekdays(policy, [parse_windows(list(pref.window))]):
+            out.append(
+                Finding(
+                    _tenants_file(config),
+                    pref.line,
+                    "warning",
+                    f"tenant {tid}'s window never overlaps the organisation's hours ({config.pacing.hours})",
+                    "choose hours inside them, or nothing can reach this tenant",
+                )
+            )
     for rule in book.rules.values():
         if not rule.tenant_facing:
             continue
@@ -466,6 +479,14 @@ def rule_findings(config: Config, book: Rulebook, today: date, records: list[Ten
                 "warning",
                 "the moment in `at:` has passed; the rule never fires",
                 "set a new moment, or `enabled: false`",
+            )
+        if rule.windows and not open_weekdays(policy, [rule.windows]):
+            flag(
+                "window",
+                "error",
+                "the window never overlaps the organisation's hours "
+                f"({config.pacing.hours}, closed on {', '.join(config.pacing.closed_days)})",
+                "choose hours inside them, e.g. `ma-vr 10:00-12:00`",
             )
         if rule.condition is not None and not _holds_for_any(rule, book, samples, today):
             flag(
