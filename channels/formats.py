@@ -7,35 +7,23 @@ from __future__ import annotations
 
 import html
 import json
+import re
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, make_msgid
+from email.utils import format_datetime, make_msgid
 from typing import Any
 
 from nudger.contact import mobile_e164
 from nudger.protocols import Message
+from nudger.render import sms_safe
 
-
-def sms_safe(text: str) -> str:
-    """Babel's no-break spaces and typographic quotes become plain ones, so SMS stays in GSM-7."""
-    table = {
-        "\u00a0": " ",
-        "\u202f": " ",
-        "\u2009": " ",
-        "\u2018": "'",
-        "\u2019": "'",
-        "\u201c": '"',
-        "\u201d": '"',
-        "\u2013": "-",
-        "\u2014": "-",
-        "\u2026": "...",
-    }
-    return "".join(table.get(ch, ch) for ch in text)
+_MESSAGING_SERVICE = re.compile(r"MG[0-9a-fA-F]{32}")
 
 
 def sms_request(message: Message, sender: str = "", status_callback: str = "") -> dict[str, str]:
     """The form fields of Twilio's Messages API for an SMS."""
     fields = {"To": mobile_e164(message.recipient.phone) or message.recipient.phone, "Body": sms_safe(message.text)}
-    if sender.startswith("MG"):
+    if _MESSAGING_SERVICE.fullmatch(sender):
         fields["MessagingServiceSid"] = sender
     elif sender:
         fields["From"] = sender
@@ -47,8 +35,10 @@ def sms_request(message: Message, sender: str = "", status_callback: str = "") -
 def whatsapp_request(message: Message, sender: str = "", status_callback: str = "") -> dict[str, str]:
     """The form fields of Twilio's Messages API for a business-initiated WhatsApp template message."""
     fields = {"To": "whatsapp:" + (mobile_e164(message.recipient.phone) or message.recipient.phone)}
-    if sender:
-        fields["From"] = sender if sender.startswith(("whatsapp:", "MG")) else "whatsapp:" + sender
+    if _MESSAGING_SERVICE.fullmatch(sender):
+        fields["MessagingServiceSid"] = sender
+    elif sender:
+        fields["From"] = sender if sender.startswith("whatsapp:") else "whatsapp:" + sender
     if message.template_sid:
         fields["ContentSid"] = message.template_sid
         fields["ContentVariables"] = json.dumps(message.template_variables, ensure_ascii=False)
@@ -63,10 +53,11 @@ def build_email(message: Message, sender_address: str = "") -> EmailMessage:
     """An RFC 5322 message: plain text and HTML, From the signer's name, Reply-To the signer."""
     msg = EmailMessage()
     from_address = sender_address or message.organisation_email or message.signer.email or "nudger@localhost"
-    msg["From"] = formataddr((f"{message.signer.name} ({message.organisation})", from_address))
-    msg["To"] = formataddr((message.recipient.name, message.recipient.email))
+    # headerregistry.Address keeps "(Organisation)" in a non-ASCII name; formataddr would turn it into a comment
+    msg["From"] = Address(display_name=f"{message.signer.name} ({message.organisation})", addr_spec=from_address)
+    msg["To"] = Address(display_name=message.recipient.name, addr_spec=message.recipient.email)
     if message.signer.email:
-        msg["Reply-To"] = formataddr((message.signer.name, message.signer.email))
+        msg["Reply-To"] = Address(display_name=message.signer.name, addr_spec=message.signer.email)
     msg["Subject"] = message.subject or message.organisation
     if message.created is not None:
         msg["Date"] = format_datetime(message.created)

@@ -516,6 +516,88 @@ def history(ctx: Ctx, tenant_id: str, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--officer", default=None, help="only this officer's calls (key in officers.yaml)")
+@click.option("--date", "day", type=DATE, default=None, help="the day (default: today)")
+@click.option("--csv", "as_csv", is_flag=True, help="print CSV, for a spreadsheet")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def calls(ctx: Ctx, officer: str | None, day: datetime | None, as_csv: bool, as_json: bool) -> None:
+    """List the day's call tasks: tenant, number, why, and a suggested opening line.
+
+    \b
+    Example:
+      nudger calls --officer fatima
+      nudger calls --date 2026-11-30 --csv > bellijst.csv
+    """
+    import csv as csv_module
+
+    from channels.calls import read_calls
+
+    engine = ctx.engine()
+    try:
+        when = _day(day) or engine.today()
+        if officer and officer not in engine.rulebook.officers:
+            raise NudgerError(f"there is no officer `{officer}` in officers.yaml")
+        tasks = [t for t in read_calls(engine.call_folder(), when) if officer is None or t.officer == officer]
+        reached = {t.tenant_id for t in tasks if engine.contact_since(t.tenant_id, when)}
+    finally:
+        engine.close()
+    rows = [
+        {
+            "officer": t.officer,
+            "tenant": t.tenant_id,
+            "name": t.tenant_name,
+            "phone": t.phone,
+            "why": " ".join(t.why.split()),
+            "opening": t.opening,
+            "done": t.tenant_id in reached,
+        }
+        for t in tasks
+    ]
+    if as_json:
+        _echo_json(rows)
+    elif as_csv:
+        writer = csv_module.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["officer", "tenant"])
+        writer.writeheader()
+        writer.writerows(rows)
+    elif not rows:
+        click.echo(f"no calls on {when}" + (f" for {officer}" if officer else ""))
+    else:
+        for r in rows:
+            mark = "[x]" if r["done"] else "[ ]"
+            click.echo(f"{mark} {r['officer']:8} {r['tenant']:8} {r['name']}  {r['phone'] or '(no number)'}")
+            click.echo(f"      why: {r['why']}")
+            click.echo(f"      open with: {r['opening']}")
+        click.echo(f"{len(rows)} call(s), {sum(r['done'] for r in rows)} done; record one with `nudger called TENANT`")
+
+
+@cli.command()
+@click.argument("tenant_id")
+@click.option("--at", "day", type=DATE, default=None, help="the day of the call (default: today)")
+@click.option("--note", default="", help="a short note for colleagues (kept in the store, never logged)")
+@pass_ctx
+def called(ctx: Ctx, tenant_id: str, day: datetime | None, note: str) -> None:
+    """Record that an officer reached a tenant: a `contact_made` event (rules may thank the tenant).
+
+    \b
+    Example:
+      nudger called T-1008 --note "samen naar een regeling gekeken"
+    """
+    engine = ctx.engine()
+    try:
+        if not engine.records([tenant_id]):
+            raise NudgerError(f"tenant {tenant_id} is not in the data: check the id")
+        when = _day(day) or engine.today()
+        added = engine.ledger.add_events(
+            [{"tenant_id": tenant_id, "name": "contact_made", "day": when, "source": "call", "note": note}],
+            engine.now(),
+        )
+    finally:
+        engine.close()
+    click.echo(f"recorded: {tenant_id} was reached on {when}" if added else f"already recorded for {when}")
+
+
+@cli.command()
 @click.option("--until", "until", type=DATE, required=True, help="the last day of the pause (YYYY-MM-DD)")
 @pass_ctx
 def pause(ctx: Ctx, until: datetime) -> None:

@@ -89,6 +89,14 @@ class ChannelConfig(BaseModel):
     transport: str = "outbox"
     rate: str = ""  # e.g. "10/s"; empty: no limit
 
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from .ratelimit import RateLimiter
+
+        RateLimiter.parse(value)
+        return value
+
 
 class WhatsAppTemplate(_Strict):
     content_sid: str
@@ -110,9 +118,10 @@ class ToneConfig(_Strict):
 
 
 class WebConfig(_Strict):
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # loopback unless you put a reverse proxy (TLS) in front on purpose
     port: int = Field(8787, ge=0, le=65535)
     enabled: bool = False
+    public_url: str = ""  # the URL Twilio calls (behind the proxy); signatures are checked against it
 
 
 class Config(_Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from .ledger import store_lock
 from .log import log, warn
 from .rulebook import Rulebook, folder_fingerprint
 from .tone import check_all, load_checked
+from .web import WebApp
 
 
 @contextmanager
@@ -78,6 +80,22 @@ class Daemon:
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.fingerprint = folder_fingerprint(config.rules_path)
+        self.last_dispatch: datetime | None = None
+        self.web: WebApp | None = None
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """For /healthz: the store answers, the scheduler runs, when the last import and dispatch were."""
+        data: dict[str, Any] = {"scheduler": "running" if self.scheduler.running else "stopped"}
+        try:
+            last = self.engine.ledger.last_accepted_import()
+            data["store"] = "ok"
+            data["last_import"] = last.at.isoformat() if last else None
+        except Exception as exc:  # noqa: BLE001 - any store failure makes the daemon unhealthy
+            data["store"] = f"error: {type(exc).__name__}"
+        data["last_dispatch"] = self.last_dispatch.isoformat() if self.last_dispatch else None
+        ok = data["store"] == "ok" and self.scheduler.running
+        data["status"] = "ok" if ok else "unhealthy"
+        return ok, data
 
     # jobs --------------------------------------------------------------------------------------
     def import_and_plan(self) -> None:
@@ -101,6 +119,7 @@ class Daemon:
         if self.stopping.is_set():
             return
         report = self.engine.dispatch(limit=500)
+        self.last_dispatch = datetime.now(self.config.zone)
         if report.results:
             log(
                 "dispatch_done",
@@ -165,10 +184,22 @@ class Daemon:
             self.dispatch, IntervalTrigger(seconds=s.dispatch_every_seconds), id="dispatch", next_run_time=now
         )
         sched.add_job(self.watch_rules, IntervalTrigger(seconds=5), id="watch")
+        digest_at = (self.config.channels["call"].model_extra or {}).get("digest_at")
+        if digest_at:
+            hour, minute = (int(x) for x in str(digest_at).split(":"))
+            sched.add_job(
+                self.engine.send_call_digests,
+                CronTrigger(hour=hour, minute=minute, timezone=self.config.zone),
+                id="call-digest",
+            )
         self.schedule_rule_moments(self.engine.rulebook)
         if self.engine.ledger.last_accepted_import() is None:
             sched.add_job(self.import_and_plan, id="first-import", next_run_time=now)
         sched.start()
+        web = self.config.web
+        if web.enabled:
+            self.web = WebApp(self.engine, web.host, web.port, web.public_url, self.health)
+            self.web.start()
 
     def stop(self, signum: int | None = None) -> None:
         log("daemon_stopping", signal=signum)
@@ -183,6 +214,9 @@ def run_daemon(config: Config) -> None:
     except ValueError as exc:
         raise NudgerError(f"{config.source_file}: schedule.import: not a cron line ({exc})") from None
     del cron
+    digest_at = (config.channels["call"].model_extra or {}).get("digest_at")
+    if digest_at and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", str(digest_at)):
+        raise NudgerError(f"{config.source_file}: channels.call.digest_at: `{digest_at}` is not a time like 08:30")
     with embedded_lock(config):
         engine = Engine(config)
         book = load_checked(config, engine.today(), engine.data_sample()[0])
@@ -199,6 +233,8 @@ def run_daemon(config: Config) -> None:
                 pass
         finally:
             daemon.scheduler.shutdown(wait=True)  # the job in hand finishes; no new one starts
+            if daemon.web is not None:
+                daemon.web.stop()
             engine.close()
             log("daemon_stopped")
 

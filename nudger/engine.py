@@ -14,22 +14,26 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from jinja2.exceptions import TemplateError
 
 from .conditions import build_scope, event_view
 from .config import Config
+from .contact import mobile_e164
 from .data import ImportData, check_bad_share, read_source
-from .errors import ChannelError, ImportRefused, NudgerError
+from .errors import ChannelError, ImportRefused, NudgerError, UncertainChannelError
 from .facts import Facts, TenantRecord, derive_events
-from .ledger import CLAIMED, EXPIRED, FAILED, PLANNED, SENT, Claimed, Ledger
+from .ledger import CLAIMED, EXPIRED, FAILED, PLANNED, SENT, UNCERTAIN, Claimed, Ledger
 from .log import log, warn
 from .pacing import allowed_now, next_slot, parse_windows, policy_from_config
 from .planner import LOOKBACK_DAYS, EventFact, PlanContext, PlannedNudge, channel_order, plan, still_fires
 from .protocols import Channel, Message, Recipient, Signer
-from .render import render_text, signature
+from .ratelimit import RateLimiter
+from .render import render_text, signature, sms_safe
 from .rulebook import Rule, Rulebook, load_rulebook
+from .tone import sms_segments
 
 Clock = Callable[[], datetime]
 LEASE = timedelta(minutes=10)
@@ -84,6 +88,7 @@ class DispatchReport:
     moved: int = 0
     retry: int = 0
     released: int = 0
+    uncertain: int = 0
     results: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, outcome: str, claimed: Claimed, reason: str = "", channel: str = "") -> None:
@@ -119,6 +124,13 @@ class Engine:
         self.policy = policy_from_config(config)
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
         self.stop = threading.Event()
+        self._limiters: dict[str, RateLimiter] = {}
+
+    def limiter(self, channel: str) -> RateLimiter:
+        if channel not in self._limiters:
+            section = self.config.channels.get(channel)
+            self._limiters[channel] = RateLimiter.parse(section.rate if section else "", stop=self.stop)
+        return self._limiters[channel]
 
     # --- parts, made on first use -------------------------------------------------------------
     @property
@@ -208,7 +220,7 @@ class Engine:
                             "source": "import",
                         }
                     )
-            changed.append((tid, digest, text, json.dumps(summary, separators=(",", ":"))))
+            changed.append((tid, digest, text, json.dumps(summary, separators=(",", ":")), mobile_e164(record.phone)))
         import_id = ledger.record_import(
             at=now,
             day=today,
@@ -499,7 +511,7 @@ class Engine:
                 skipped.append(f"{name}: not configured")
             elif name in opted or "all" in opted:
                 skipped.append(f"{name}: the tenant opted out")
-            elif name == "whatsapp" and not rule.whatsapp_template:
+            elif name == "whatsapp" and not rule.whatsapp_template and not self.in_whatsapp_session(facts, self.now()):
                 skipped.append("whatsapp: the rule names no approved template")
             elif (why := why_unreachable(recipient, channel.needs)) is not None:
                 skipped.append(f"{name}: {why}")
@@ -528,7 +540,7 @@ class Engine:
         org = self.config.organisation
         sig = signature(officer, channel, lang, org.name, card=rule.card)
         tmpl_sid, variables = "", {}
-        if channel == "whatsapp" and rule.whatsapp_template:
+        if channel == "whatsapp" and rule.whatsapp_template and not self.in_whatsapp_session(facts, now):
             tmpl = self.config.whatsapp_templates[rule.whatsapp_template]
             tmpl_sid = tmpl.content_sid
             full = f"{body}\n\n{sig}"
@@ -551,7 +563,13 @@ class Engine:
             created=now,
             template_sid=tmpl_sid,
             template_variables=variables,
+            opening=opening_line(facts, officer, org.name, lang) if channel == "call" else "",
         )
+
+    def in_whatsapp_session(self, facts: Facts, now: datetime) -> bool:
+        """Inside the 24 hours after the tenant's last WhatsApp message free text may go (no template)."""
+        last = self.ledger.last_inbound(facts.record.tenant_id, "whatsapp")
+        return last is not None and now - last < timedelta(hours=24)
 
     def _send(
         self,
@@ -578,9 +596,16 @@ class Engine:
                 report.add("failed", c, why, name)
                 warn("render_failed", key=c.key, rule=c.rule_id)
                 return
+            self.limiter(name).wait()
             ledger.mark_sending(c.id, now, name)
             try:
                 receipt = self.channels[name].send(message)
+            except UncertainChannelError as exc:
+                why = f"{name}: {exc.reason}; it may or may not have gone, so it is never resent"
+                ledger.move(c.id, UNCERTAIN, self.now(), why, channel=name, attempts=c.attempts + 1)
+                report.add("uncertain", c, why, name)
+                warn("nudge_uncertain", key=c.key, channel=name, code=exc.code)
+                return
             except ChannelError as exc:
                 now = self.now()
                 if exc.temporary:
@@ -588,6 +613,8 @@ class Engine:
                     return
                 tried.append(name)
                 reasons.append(f"{name}: {exc.reason}")
+                if exc.code == "21610":  # the tenant sent STOP to the provider: respect it here too
+                    ledger.opt_out(c.tenant_id, name, now, "provider")
                 ledger.move(
                     c.id,
                     CLAIMED,
@@ -611,6 +638,7 @@ class Engine:
                 receipt=receipt.id[:300],
                 sent_at=self.now(),
                 attempts=c.attempts + 1,
+                segments=sms_segments(sms_safe(message.text)).count if name == "sms" else None,
             )
             report.add("sent", c, "", name)
             log("nudge_sent", key=c.key, tenant=c.tenant_id, rule=c.rule_id, channel=name)
@@ -636,6 +664,59 @@ class Engine:
         report.add("retry", c, why, channel)
         log("nudge_retry", key=c.key, channel=channel, attempt=attempt, code=exc.code)
 
+    # --- call lists --------------------------------------------------------------------------
+    def call_folder(self) -> Path:
+        extra = self.config.channels["call"].model_extra or {}
+        return Path(extra.get("folder") or self.config.var_path / "calls")
+
+    def contact_since(self, tenant_id: str, day: date) -> bool:
+        last = self.ledger.last_contacts([tenant_id]).get(tenant_id)
+        return last is not None and last >= day
+
+    def send_call_digests(self, day: date | None = None) -> int:
+        """E-mail each officer the day's call list through the email channel. Returns how many went."""
+        from channels.calls import read_calls
+
+        day = day or self.today()
+        tasks = read_calls(self.call_folder(), day)
+        sent = 0
+        for key, officer in self.rulebook.officers.items():
+            mine = [t for t in tasks if t.officer == key]
+            if not mine or not officer.email:
+                continue
+            lines = [f"Beste {officer.first_name},", "", f"Je belafspraken voor vandaag ({len(mine)}):", ""]
+            for t in mine:
+                lines += [
+                    f"- {t.tenant_name} ({t.tenant_id}), {t.phone or 'geen nummer'}",
+                    f"  waarom: {' '.join(t.why.split())}",
+                    f"  begin met: {t.opening}",
+                    "",
+                ]
+            lines.append("Zet een gesprek in nudger met: nudger called HUURDER")
+            org = self.config.organisation
+            message = Message(
+                key=f"call-digest:{key}:{day.isoformat()}",
+                rule_id="call-digest",
+                kind="task",
+                channel="email",
+                recipient=Recipient(key, officer.name, "nl", email=officer.email),
+                signer=Signer("nudger", "nudger", "nudger"),
+                subject=f"Belafspraken {day.isoformat()}",
+                body="\n".join(lines),
+                signature="",
+                organisation=org.name,
+                organisation_email=org.email,
+                created=self.now(),
+            )
+            try:
+                self.channels["email"].send(message)
+            except ChannelError as exc:
+                warn("call_digest_failed", channel="email", code=exc.code)
+                continue
+            sent += 1
+        log("call_digests_sent", count=sent)
+        return sent
+
     # --- one-offs ----------------------------------------------------------------------------
     def send_rule(
         self, rule_id: str, tenant_ids: list[str] | None, *, dry_run: bool = False
@@ -648,6 +729,18 @@ class Engine:
             return nudges, DispatchReport()
         keys = [n.key for n in nudges]
         return nudges, self.dispatch(keys=keys, limit=max(len(keys), 1))
+
+
+_OPENINGS = {
+    "nl": "Dag {first}, u spreekt met {officer} van {org}. Ik bel even om te horen hoe het met u gaat.",
+    "en": "Hello {first}, this is {officer} from {org}. I am calling to hear how you are doing.",
+}
+
+
+def opening_line(facts: Facts, officer: dict[str, Any], organisation: str, language: str) -> str:
+    """A suggested first sentence for a call: friendly, from a person, no reproach."""
+    text = _OPENINGS.get(facts.record.language or language, _OPENINGS["nl"])
+    return text.format(first=facts.record.first_name, officer=officer.get("first_name", ""), org=organisation)
 
 
 def _event_from_occurrence(occurrence: str) -> dict[str, Any] | None:

@@ -74,6 +74,13 @@ class ChannelError(Exception):
         self.retry_after = retry_after
 
 
+class UncertainChannelError(ChannelError):
+    """The transport may have taken the message (an answer was lost): never resend it (promise 1)."""
+
+    def __init__(self, reason: str, *, code: str | None = None):
+        super().__init__(reason, temporary=False, code=code)
+
+
 class TemporaryChannelError(ChannelError):
     def __init__(self, reason: str, *, code: str | None = None, retry_after: float | None = None):
         super().__init__(reason, temporary=True, code=code, retry_after=retry_after)

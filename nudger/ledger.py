@@ -39,7 +39,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from .errors import NudgerError, StoreBusy
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Nudge states (DESIGN.md, "The ledger").
 PLANNED, HELD, CLAIMED, SENT, DELIVERED, READ = "planned", "held", "claimed", "sent", "delivered", "read"
@@ -95,10 +95,11 @@ class Nudge(Base):
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     send_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    segments: Mapped[int | None] = mapped_column(Integer)  # SMS segments of what was sent
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_nudges_due", "state", "send_at"),)
+    __table_args__ = (Index("ix_nudges_due", "state", "send_at"), Index("ix_nudges_receipt", "receipt"))
 
 
 class Transition(Base):
@@ -151,7 +152,17 @@ class TenantState(Base):
     digest: Mapped[str] = mapped_column(String(64))
     record: Mapped[str] = mapped_column(Text)  # JSON of TenantRecord
     summary: Mapped[str] = mapped_column(Text)  # JSON of Facts.summary()
+    phone: Mapped[str | None] = mapped_column(String(20), index=True)  # E.164 mobile, to match replies
     present: Mapped[int] = mapped_column(Integer, default=1)  # 0: not in the newest import
+
+
+class Inbound(Base):
+    """The last message a tenant sent us per channel (opens WhatsApp's 24-hour session)."""
+
+    __tablename__ = "inbound"
+    tenant_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class OptOut(Base):
@@ -594,12 +605,12 @@ class Ledger:
         self,
         import_id: int,
         day: date,
-        changed: Sequence[tuple[str, str, str, str]],
+        changed: Sequence[tuple[str, str, str, str, str | None]],
         present: set[str],
         *,
         known: set[str],
     ) -> None:
-        """Upsert changed tenants (id, digest, record json, summary json); mark the missing ones absent."""
+        """Upsert changed tenants (id, digest, record json, summary json, mobile); mark the missing ones absent."""
         with self.session() as s:
             for start in range(0, len(changed), 2000):
                 chunk = [
@@ -610,9 +621,10 @@ class Ledger:
                         "digest": d,
                         "record": r,
                         "summary": m,
+                        "phone": ph,
                         "present": 1,
                     }
-                    for t, d, r, m in changed[start : start + 2000]
+                    for t, d, r, m, ph in changed[start : start + 2000]
                 ]
                 stmt = self.insert(TenantState).values(chunk)
                 stmt = stmt.on_conflict_do_update(
@@ -623,6 +635,7 @@ class Ledger:
                         "digest": stmt.excluded.digest,
                         "record": stmt.excluded.record,
                         "summary": stmt.excluded.summary,
+                        "phone": stmt.excluded.phone,
                         "present": 1,
                     },
                 )
@@ -647,6 +660,29 @@ class Ledger:
                 q = q.where(TenantState.tenant_id.in_(list(tenant_ids)))
             for tid, record in s.execute(q).yield_per(2000):
                 yield tid, json.loads(record)
+
+    def tenant_by_phone(self, e164: str) -> str | None:
+        with self.session() as s:
+            q = select(TenantState.tenant_id).where(TenantState.phone == e164, TenantState.present == 1)
+            return s.scalars(q.limit(1)).first()
+
+    # --- what comes back: inbound messages, receipts ------------------------------------------
+    def record_inbound(self, tenant_id: str, channel: str, at: datetime) -> None:
+        with self.session() as s:
+            row = s.get(Inbound, (tenant_id, channel))
+            if row is None:
+                s.add(Inbound(tenant_id=tenant_id, channel=channel, at=at))
+            elif row.at < at:
+                row.at = at
+
+    def last_inbound(self, tenant_id: str, channel: str) -> datetime | None:
+        with self.session() as s:
+            row = s.get(Inbound, (tenant_id, channel))
+            return row.at if row is not None else None
+
+    def by_receipt(self, receipt: str) -> Nudge | None:
+        with self.session() as s:
+            return s.scalars(select(Nudge).where(Nudge.receipt == receipt).limit(1)).first()
 
     # --- opt-outs ----------------------------------------------------------------------------
     def opt_out(self, tenant_id: str, channel: str, now: datetime, source: str) -> bool:

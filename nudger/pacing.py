@@ -305,26 +305,19 @@ def next_slot(
     """The first allowed moment at or after `earliest` and before `latest`, or why there is none."""
     windows = [w for w in windows if w]
     zone = policy.zone
-    start_local = earliest.astimezone(zone)
-    day = start_local.date()
+    day = earliest.astimezone(zone).date()
     if blocked_until is not None and day <= blocked_until:
         day = blocked_until + timedelta(days=1)
     first_reason = ""
     for _ in range(max_days):
-        at_or_after = start_local.time() if day == start_local.date() else time(0)
-        moment_floor = to_local(day, time(0), zone)
-        if moment_floor >= latest:
+        if to_local(day, time(0), zone) >= latest:
             break
         spans = policy.intervals(day, windows)
         if not spans and not first_reason:
             first_reason = policy.closed_reason(day) or "no window on that day"
-        for s, e in spans:
-            if e <= at_or_after:
-                continue
-            candidate = to_local(day, max(s, at_or_after), zone)
-            if candidate < earliest:
-                candidate = earliest
-            end = to_local(day, e, zone) if e != time.max else to_local(day + timedelta(days=1), time(0), zone)
+        # compare real moments, not wall times: on DST days a wall time can be skipped or repeated
+        for start, end in _moments(day, spans, zone):
+            candidate = max(start, earliest)
             if candidate >= end:
                 continue
             if candidate >= latest:
@@ -332,6 +325,18 @@ def next_slot(
             return SlotResult(candidate, first_reason)
         day += timedelta(days=1)
     return SlotResult(None, _no_slot_reason(first_reason, blocked_until))
+
+
+def _moments(day: date, spans: list[tuple[time, time]], zone: ZoneInfo) -> list[tuple[datetime, datetime]]:
+    """Wall-clock spans on `day` as real moments; a span inside a spring-forward gap lands after it."""
+    out = []
+    for s, e in spans:
+        start = to_local(day, s, zone)
+        end = to_local(day, e, zone) if e != time.max else to_local(day + timedelta(days=1), time(0), zone)
+        if end <= start:  # the whole span fell into the gap: it moves with its start
+            end = start + (datetime.combine(day, e if e != time.max else time(23, 59)) - datetime.combine(day, s))
+        out.append((start, end))
+    return out
 
 
 def _no_slot_reason(first_reason: str, blocked_until: date | None) -> str:
@@ -344,9 +349,9 @@ def _no_slot_reason(first_reason: str, blocked_until: date | None) -> str:
 
 def allowed_now(now: datetime, policy: Policy, windows: Iterable[tuple[Window, ...]] = ()) -> bool:
     """True when a message may be handed to a channel at `now`."""
-    local = now.astimezone(policy.zone)
-    t = local.time()
-    return any(s <= t < e for s, e in policy.intervals(local.date(), [w for w in windows if w]))
+    day = now.astimezone(policy.zone).date()
+    spans = policy.intervals(day, [w for w in windows if w])
+    return any(start <= now < end for start, end in _moments(day, spans, policy.zone))
 
 
 def policy_from_config(config) -> Policy:  # config: nudger.config.Config

@@ -48,6 +48,7 @@ class Message:
     created: datetime | None = None
     template_sid: str = ""  # WhatsApp: the approved template
     template_variables: dict[str, str] = field(default_factory=dict)
+    opening: str = ""  # call tasks: a suggested first sentence for the officer
 
     @property
     def text(self) -> str:

@@ -129,3 +129,22 @@ def render_text(template: Template, scope: dict[str, Any], locale: str) -> str:
     text = template.render({**scope, "_locale": locale})
     lines = [line.rstrip() for line in text.strip().splitlines()]
     return "\n".join(lines)
+
+
+_SMS_PLAIN = {
+    "\u00a0": " ",
+    "\u202f": " ",
+    "\u2009": " ",
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u2013": "-",
+    "\u2014": "-",
+    "\u2026": "...",
+}
+
+
+def sms_safe(text: str) -> str:
+    """Babel's no-break spaces and typographic quotes become plain ones, so SMS stays in GSM-7."""
+    return "".join(_SMS_PLAIN.get(ch, ch) for ch in text)

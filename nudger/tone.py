@@ -212,6 +212,7 @@ class Sample:
     subject: str
     signature: str
     sms_text: str = ""
+    names: frozenset[str] = frozenset()  # words of the tenant's, officer's and organisation's names
 
 
 def channels_of(rule: Rule) -> tuple[str, ...]:
@@ -229,7 +230,7 @@ def rendered_samples(
     config: Config, book: Rulebook, today: date, records: Iterable[TenantRecord] = ()
 ) -> Iterator[Sample | Finding]:
     """Render every text of every rule in every language for every channel it can reach."""
-    from channels.formats import sms_safe
+    from .render import sms_safe
 
     samples = sample_records(today) + list(records)  # built-in samples first: their words show in findings
     any_officer = next(iter(book.officers.values()), None)
@@ -279,6 +280,7 @@ def rendered_samples(
                         break
                     sig = signature(scope["officer"], channel, lang, config.organisation.name, card=rule.card)
                     full = f"{body}\n\n{sig}" if sig else body
+                    names = frozenset(words(f"{record.name} {scope['officer']['name']} {config.organisation.name}"))
                     yield Sample(
                         rule,
                         lang,
@@ -290,6 +292,7 @@ def rendered_samples(
                         subject,
                         sig,
                         sms_safe(full) if channel == "sms" else "",
+                        names,
                     )
 
 
@@ -331,7 +334,7 @@ def judge(sample: Sample, config: Config, words_: Words, *, sms: bool = True) ->
             name = "Flesch-Douma" if lang != "en" else "Flesch"
             add(
                 "error",
-                f"readability {name} {read.score:.0f} is below {floor} (B1)",
+                f"readability {name} {read.score:.1f} is below {floor:g} (B1)",
                 "use shorter sentences and shorter, everyday words",
                 "readability",
             )
@@ -344,8 +347,14 @@ def judge(sample: Sample, config: Config, words_: Words, *, sms: bool = True) ->
                     "split it into two sentences",
                     f"sentence:{index}",
                 )
-            long_words = [w for w in words(sentence) if syllables(w, lang) > t.long_word_syllables]
-            long_words = [w for w in long_words if not w[0].isupper()]  # names are not the tenant's burden
+            # names are not the tenant's burden: the sample's own names, and capitals inside a sentence
+            long_words = [
+                w
+                for i, w in enumerate(words(sentence))
+                if syllables(w, lang) > t.long_word_syllables
+                and w not in sample.names
+                and (i == 0 or not w[0].isupper())
+            ]
             if long_words:
                 add(
                     "warning",

@@ -128,8 +128,15 @@ def test_opt_outs(ledger: Ledger) -> None:
 def test_tenant_state_upsert_and_absence(ledger: Ledger) -> None:
     day = date(2026, 11, 30)
     ledger.save_tenants(
-        1, day, [("T-1", "d1", '{"tenant_id": "T-1"}', "{}"), ("T-2", "d2", "{}", "{}")], {"T-1", "T-2"}, known=set()
+        1,
+        day,
+        [("T-1", "d1", '{"tenant_id": "T-1"}', "{}", "+31612345678"), ("T-2", "d2", "{}", "{}", None)],
+        {"T-1", "T-2"},
+        known=set(),
     )
-    ledger.save_tenants(2, day, [("T-1", "d3", '{"tenant_id": "T-1", "x": 1}', "{}")], {"T-1"}, known={"T-1", "T-2"})
+    ledger.save_tenants(
+        2, day, [("T-1", "d3", '{"tenant_id": "T-1", "x": 1}', "{}", "+31612345678")], {"T-1"}, known={"T-1", "T-2"}
+    )
     summaries = ledger.tenant_summaries()
     assert set(summaries) == {"T-1"} and summaries["T-1"][0] == "d3"
+    assert ledger.tenant_by_phone("+31612345678") == "T-1" and ledger.tenant_by_phone("+31600000000") is None

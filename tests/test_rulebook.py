@@ -453,16 +453,26 @@ def test_backup_signs_while_the_officer_is_away(tmp_path):
     assert book.signer("fatima", date(2027, 1, 4)).key == "fatima"
 
 
-def test_nobody_to_sign_is_a_warning(tmp_path):
+def test_backups_in_a_circle_all_away_is_an_error(tmp_path):
     officers = OFFICERS.replace("  backup: jan\n", "  backup: jan\n  absent: [2026-12-21 .. 2026-12-23]\n").replace(
         "  backup: fatima\n", "  backup: fatima\n  absent: [2026-12-22]\n"
     )
     _, (book, findings) = make_book(tmp_path, {"rent.yaml": RULE}, officers)
+    assert book is None
+    circle = [f for f in findings if "go round in a circle" in f.message]
+    assert circle and all(f.level == "error" for f in circle)
+    assert any("2026-12-22" in f.message and "fatima -> jan -> fatima" in f.message for f in circle)
+
+
+def test_an_absent_officer_without_a_backup_is_a_warning(tmp_path):
+    officers = OFFICERS.replace("jan:\n  name: Jan de Boer\n  backup: fatima\n", "jan:\n  name: Jan de Boer\n") + (
+        "  absent: [2026-12-22]\n"
+    )
+    _, (book, findings) = make_book(tmp_path, {"rent.yaml": RULE}, officers)
     assert book is not None
-    assert book.signer("fatima", date(2026, 12, 22)) is None
+    assert book.signer("jan", date(2026, 12, 22)) is None
     warn = [f for f in findings if "nobody can sign" in f.message]
-    assert warn and all(f.level == "warning" for f in warn)
-    assert any("2026-12-22" in f.message for f in warn)
+    assert [f.level for f in warn] == ["warning"] and "2026-12-22" in warn[0].message
 
 
 def test_absence_that_is_not_a_range(tmp_path):
