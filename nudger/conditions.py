@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date
 from typing import Any
 
@@ -68,6 +68,7 @@ class Condition:
     def __init__(self, env: RuleSandbox, source: str):
         self.source = source.strip()
         self._expr = env.compile_expression(self.source, undefined_to_none=False)
+        self.names = frozenset(meta.find_undeclared_variables(env.parse("{{ (" + self.source + ") }}")))
 
     def __call__(self, scope: dict[str, Any]) -> bool:
         return bool(self._expr(**scope))
@@ -118,26 +119,39 @@ def officer_view(officer: Any, language: str) -> dict[str, Any]:
     }
 
 
-def build_scope(facts: Facts, officer: Any, language: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything a condition or a text can see for one tenant, one day."""
-    scope: dict[str, Any] = {
-        "tenant": tenant_view(facts),
-        "officer": officer_view(officer, language),
-        "rent": facts.rent,
-        "arrears": facts.arrears,
-        "months_behind": facts.months_behind,
-        "arrears_days": facts.arrears_days,
-        "rent_due": facts.rent_due,
-        "installment": facts.installment,
-        "installment_due": facts.installment_due,
-        "arrangement": facts.arrangement,
-        "late_count_6m": facts.late_count_6m,
-        "on_time_streak": facts.on_time_streak,
-        "last_payment": facts.last_payment,
-        "last_contact": facts.last_contact,
-        "today": facts.today,
-        "late_in": Helper(facts.late_in, "late_in"),
-    }
+_FACTS: dict[str, Any] = {
+    "rent": lambda f: f.rent,
+    "arrears": lambda f: f.arrears,
+    "months_behind": lambda f: f.months_behind,
+    "arrears_days": lambda f: f.arrears_days,
+    "rent_due": lambda f: f.rent_due,
+    "installment": lambda f: f.installment,
+    "installment_due": lambda f: f.installment_due,
+    "arrangement": lambda f: f.arrangement,
+    "late_count_6m": lambda f: f.late_count_6m,
+    "on_time_streak": lambda f: f.on_time_streak,
+    "last_payment": lambda f: f.last_payment,
+    "last_contact": lambda f: f.last_contact,
+    "today": lambda f: f.today,
+    "late_in": lambda f: Helper(f.late_in, "late_in"),
+}
+
+
+def build_scope(
+    facts: Facts,
+    officer: Any,
+    language: str,
+    event: dict[str, Any] | None = None,
+    names: Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """Everything a condition or a text can see for one tenant, one day (or only `names` of it:
+    planning asks for what the conditions use, so 100,000 tenants are not worked out in full)."""
+    wanted = SCOPE_NAMES if names is None else frozenset(names)
+    scope: dict[str, Any] = {name: get(facts) for name, get in _FACTS.items() if name in wanted}
+    if "tenant" in wanted:
+        scope["tenant"] = tenant_view(facts)
+    if "officer" in wanted:
+        scope["officer"] = officer_view(officer, language)
     if event is not None:
         scope[EVENT_NAME] = event
     return scope

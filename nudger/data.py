@@ -44,6 +44,8 @@ PAYMENT_COLUMNS = ("tenant_id", "paid_on", "amount", "for_month")
 _TRUE = {"1", "true", "yes", "ja", "y", "j", "waar"}
 _FALSE = {"", "0", "false", "no", "nee", "n", "onwaar"}
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+_PLAIN_AMOUNT = re.compile(r"\d{1,6}(?:[.,]\d{1,2})?")
+_THOUSANDS = re.compile(r"-?\d{1,3}([.,]\d{3})+")
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,15 @@ class ImportData:
 
 def parse_money(text: str) -> Decimal:
     """Euro amounts as officers' systems write them: `612.45`, `612,45`, `1.234,56`, `€ 50`."""
-    s = text.strip().replace("€", "").replace("\u00a0", "").replace(" ", "")
+    s = text.strip()
+    if _PLAIN_AMOUNT.fullmatch(s):  # the common case, `612.45` or `612,45`: no further questions
+        return Decimal(s.replace(",", "."))
+    s = s.replace("€", "").replace("\u00a0", "").replace(" ", "")
     if not s:
         raise ValueError("empty amount")
     if "," in s and "." in s:
         s = s.replace(".", "").replace(",", ".") if s.rfind(",") > s.rfind(".") else s.replace(",", "")
-    elif re.fullmatch(r"-?\d{1,3}([.,]\d{3})+", s):
+    elif _THOUSANDS.fullmatch(s):
         s = s.replace(".", "").replace(",", "")  # 1.234 or 1,234: a thousands separator, not cents
     elif "," in s:
         s = s.replace(",", ".")
@@ -197,21 +202,19 @@ def _windows(text: str) -> tuple[str, ...]:
 
 
 def payment_from_row(row: Mapping[str, str | None]) -> tuple[str, Payment]:
-    def get(name: str) -> str:
-        value = row.get(name)
-        return "" if value is None else str(value).strip()
-
-    tid = get("tenant_id")
+    tid = (row.get("tenant_id") or "").strip()
     if not tid:
         raise ValueError("tenant_id is empty")
-    m = _MONTH.match(get("for_month"))
+    month = (row.get("for_month") or "").strip()
+    m = _MONTH.match(month)
     if not m or not 1 <= int(m.group(2)) <= 12:
-        raise ValueError(f"for_month: `{get('for_month')}` is not a month (write YYYY-MM, like 2026-11)")
+        raise ValueError(f"for_month: `{month}` is not a month (write YYYY-MM, like 2026-11)")
     try:
-        amount = parse_money(get("amount"))
+        amount = parse_money(row.get("amount") or "")
     except ValueError as exc:
         raise ValueError(f"amount: {exc}") from None
-    return tid, Payment(parse_date(get("paid_on"), "paid_on"), amount, (int(m.group(1)), int(m.group(2))))
+    paid_on = parse_date(row.get("paid_on") or "", "paid_on")
+    return tid, Payment(paid_on, amount, (int(m.group(1)), int(m.group(2))))
 
 
 def _read_csv(
@@ -274,10 +277,12 @@ def read_sql_source(config: DataConfig) -> ImportData:
             missing = [c for c in TENANT_REQUIRED if c not in columns]
             if missing:
                 raise ImportRefused(f"data.tenants_query: the result lacks the column(s) {', '.join(missing)}")
-            _collect_tenants(data, ((i, dict(r._mapping)) for i, r in enumerate(result, 1)), "tenants_query row")
+            _collect_tenants(data, ((i, _as_text(r._mapping)) for i, r in enumerate(result, 1)), "tenants_query row")
             if config.payments_query:
                 result = conn.execute(text(config.payments_query))
-                _collect_payments(data, ((i, dict(r._mapping)) for i, r in enumerate(result, 1)), "payments_query row")
+                _collect_payments(
+                    data, ((i, _as_text(r._mapping)) for i, r in enumerate(result, 1)), "payments_query row"
+                )
     except SQLAlchemyError as exc:
         raise ImportRefused(f"the data database could not be read: {type(exc).__name__}") from None
     finally:
@@ -308,7 +313,7 @@ def _collect_payments(data: ImportData, rows: Iterable[tuple[int, dict]], where:
     for line, row in rows:
         data.payment_rows += 1
         try:
-            tid, payment = payment_from_row({k: (str(v) if v is not None else None) for k, v in row.items()})
+            tid, payment = payment_from_row(row)
         except ValueError as exc:
             data.problems.append(RowProblem(where, line, f"{exc}; the row was skipped"))
             continue
@@ -317,6 +322,13 @@ def _collect_payments(data: ImportData, rows: Iterable[tuple[int, dict]], where:
             data.problems.append(RowProblem(where, line, f"payment for unknown tenant {tid}; skipped"))
             continue
         record.payments.append(payment)
+
+
+def _as_text(row: Mapping) -> dict[str, str | None]:
+    """A database row as the CSV reader would give it: text, or None for NULL."""
+    return {
+        k: (v.isoformat() if hasattr(v, "isoformat") else str(v)) if v is not None else None for k, v in row.items()
+    }
 
 
 def read_source(config: DataConfig, base: Path) -> ImportData:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from functools import cached_property, lru_cache
 
 ZERO = Decimal("0")
 
@@ -16,6 +17,55 @@ class Payment:
     paid_on: date
     amount: Decimal
     for_month: tuple[int, int]  # (year, month)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentHistory:
+    """What the facts need from the payments, small enough to store per tenant.
+
+    `on_time[(y, m)]` is what was paid for that month on or before its due date (never before the
+    tenancy began); `months` are the months with any payment.
+    """
+
+    on_time: dict[tuple[int, int], Decimal]
+    months: frozenset[tuple[int, int]]
+    count: int
+    last_paid_on: date | None
+
+    @classmethod
+    def of(cls, record: TenantRecord) -> PaymentHistory:
+        on_time: dict[tuple[int, int], Decimal] = {}
+        for p in record.payments:
+            if p.paid_on <= _due_for(record, *p.for_month):
+                on_time[p.for_month] = on_time.get(p.for_month, ZERO) + p.amount
+        last = max((p.paid_on for p in record.payments), default=None)
+        return cls(on_time, frozenset(p.for_month for p in record.payments), len(record.payments), last)
+
+    def to_json(self) -> dict:
+        """Months as numbers (year * 12 + month - 1), amounts as text: quick to read back."""
+        return {
+            "on_time": [[y * 12 + m - 1, str(v)] for (y, m), v in sorted(self.on_time.items())],
+            "months": sorted(y * 12 + m - 1 for y, m in self.months),
+            "count": self.count,
+            "last": self.last_paid_on.isoformat() if self.last_paid_on else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> PaymentHistory:
+        return cls(
+            {(k // 12, k % 12 + 1): Decimal(v) for k, v in data["on_time"]},
+            frozenset((k // 12, k % 12 + 1) for k in data["months"]),
+            int(data["count"]),
+            date.fromisoformat(data["last"]) if data.get("last") else None,
+        )
+
+
+def _due_for(record: TenantRecord, year: int, month: int) -> date:
+    """When that month's rent is due for this tenant: the due day, never before moving in."""
+    due = due_date(year, month, record.due_day)
+    if record.move_in is not None and record.move_in > due:
+        return record.move_in
+    return due
 
 
 @dataclass(slots=True)
@@ -47,16 +97,23 @@ class TenantRecord:
     # preferences only tenants.yaml sets
     window: tuple[str, ...] = ()
     pause_until: date | None = None
+    # the payments in short (the store keeps this instead of every payment)
+    history: PaymentHistory | None = None
+
+    def payment_history(self) -> PaymentHistory:
+        if self.history is None:
+            self.history = PaymentHistory.of(self)
+        return self.history
 
     def to_json(self) -> dict:
         """A plain-JSON form for the store (money as strings, dates ISO)."""
-        out = {}
+        out: dict = {}
         for name in self.__slots__:
             value = getattr(self, name)
             if name == "payments":
-                value = [
-                    [p.paid_on.isoformat(), str(p.amount), f"{p.for_month[0]:04d}-{p.for_month[1]:02d}"] for p in value
-                ]
+                continue
+            if name == "history":
+                value = self.payment_history().to_json()
             elif isinstance(value, Decimal | date):
                 value = str(value) if isinstance(value, Decimal) else value.isoformat()
             elif isinstance(value, tuple):
@@ -76,12 +133,12 @@ class TenantRecord:
                 d[key] = date.fromisoformat(d[key])
         d["preferred_channels"] = tuple(d.get("preferred_channels") or ())
         d["window"] = tuple(d.get("window") or ())
-        d["payments"] = [
-            Payment(date.fromisoformat(p), Decimal(a), (int(m[:4]), int(m[5:7]))) for p, a, m in d.get("payments") or ()
-        ]
+        d.pop("payments", None)
+        d["history"] = PaymentHistory.from_json(d["history"]) if d.get("history") else None
         return cls(**d)
 
 
+@lru_cache(maxsize=65536)
 def due_date(year: int, month: int, day: int) -> date:
     """The due date in that month, moved to the month's last day when the month is shorter."""
     return date(year, month, min(day, calendar.monthrange(year, month)[1]))
@@ -108,18 +165,18 @@ def next_monthly(day: int, on_or_after: date) -> date:
     return next(monthly_dates(day, on_or_after, on_or_after + timedelta(days=62)))
 
 
-@dataclass(slots=True)
+@dataclass
 class Facts:
-    """What the rules can see about one tenant on one day."""
+    """What the rules can see about one tenant on one day. Each fact is worked out once."""
 
     record: TenantRecord
     today: date
     last_contact: date | None = None
-    _paid_by_month: dict[tuple[int, int], list[Payment]] = field(default_factory=dict, repr=False)
+    _late: dict[tuple[int, int], bool] = field(default_factory=dict, repr=False)
 
-    def __post_init__(self) -> None:
-        for p in self.record.payments:
-            self._paid_by_month.setdefault(p.for_month, []).append(p)
+    @cached_property
+    def history(self) -> PaymentHistory:
+        return self.record.payment_history()
 
     # --- money -------------------------------------------------------------------------------
     @property
@@ -130,7 +187,7 @@ class Facts:
     def arrears(self) -> Decimal:
         return self.record.arrears if self.record.arrears > 0 else ZERO
 
-    @property
+    @cached_property
     def months_behind(self) -> Decimal:
         if self.rent <= 0 or self.arrears <= 0:
             return ZERO
@@ -143,11 +200,11 @@ class Facts:
         return max(0, (self.today - self.record.arrears_since).days)
 
     # --- dates -------------------------------------------------------------------------------
-    @property
+    @cached_property
     def rent_due(self) -> date:
         return next_monthly(self.record.due_day, self.today)
 
-    @property
+    @cached_property
     def arrangement(self) -> bool:
         r = self.record
         if not r.arrangement_amount or r.arrangement_amount <= 0 or not r.arrangement_day:
@@ -158,7 +215,7 @@ class Facts:
     def installment(self) -> Decimal | None:
         return self.record.arrangement_amount if self.arrangement else None
 
-    @property
+    @cached_property
     def installment_due(self) -> date | None:
         if not self.arrangement:
             return None
@@ -166,10 +223,13 @@ class Facts:
         until = self.record.arrangement_until
         return d if until is None or d <= until else None
 
-    @property
+    @cached_property
     def last_payment(self) -> date | None:
-        dates = [p.paid_on for p in self.record.payments if p.paid_on <= self.today]
-        return max(dates) if dates else None
+        last = self.history.last_paid_on
+        if last is not None and last > self.today:  # a payment dated later than today: look closer
+            dates = [p.paid_on for p in self.record.payments if p.paid_on <= self.today]
+            return max(dates) if dates else None
+        return last
 
     def date_series(self, fact: str, start: date, end: date) -> list[date]:
         """All dates of a date fact from `start` to `end` (recurring facts give several)."""
@@ -192,16 +252,18 @@ class Facts:
     # --- history -----------------------------------------------------------------------------
     def late_in(self, month: int, year: int) -> bool:
         """True when that month's rent was paid late (after its due date, or not in full)."""
-        due = due_date(year, month, self.record.due_day)
-        move_in = self.record.move_in
-        if move_in is not None:
-            if (year, month) < (move_in.year, move_in.month):
-                return False
-            due = max(due, move_in)  # the first month's rent cannot be due before the tenancy starts
-        if due >= self.today:
-            return False
-        paid = sum((p.amount for p in self._paid_by_month.get((year, month), ()) if p.paid_on <= due), ZERO)
-        return paid < self.rent
+        key = (year, month)
+        if key not in self._late:
+            move_in = self.record.move_in
+            if (
+                move_in is not None
+                and key < (move_in.year, move_in.month)
+                or _due_for(self.record, year, month) >= self.today
+            ):
+                self._late[key] = False
+            else:
+                self._late[key] = self.history.on_time.get(key, ZERO) < self.rent
+        return self._late[key]
 
     def _past_months(self) -> Iterator[tuple[int, int]]:
         """Months whose rent was due before today, newest first, back to the move-in month."""
@@ -215,16 +277,17 @@ class Facts:
                 yield y, m
             y, m = _add_months(y, m, -1)
 
-    @property
+    @cached_property
     def late_count_6m(self) -> int:
         months = list(zip(range(6), self._past_months(), strict=False))
         return sum(1 for _, (y, m) in months if self.late_in(m, y))
 
-    @property
+    @cached_property
     def on_time_streak(self) -> int:
         streak = 0
+        months = self.history.months
         for y, m in self._past_months():
-            if (y, m) not in self._paid_by_month or self.late_in(m, y):
+            if (y, m) not in months or self.late_in(m, y):
                 break
             streak += 1
         return streak
@@ -236,7 +299,7 @@ class Facts:
             "months_behind_whole": int(self.months_behind),
             "arrangement": self.arrangement,
             "streak": self.on_time_streak,
-            "payments": len(self.record.payments),
+            "payments": self.history.count,
             "last_payment": self.last_payment.isoformat() if self.last_payment else None,
         }
 

@@ -288,9 +288,15 @@ class Ledger:
         with self.session() as s:
             for start in range(0, len(rows), 2000):
                 chunk = rows[start : start + 2000]
-                stmt = self.insert(Nudge).values(chunk).on_conflict_do_nothing(index_elements=["key"])
-                added += len(s.execute(stmt.returning(Nudge.id)).all())
+                added += self._insert_new(s, Nudge.__table__, chunk, ["key"])
         return added
+
+    def _insert_new(self, s: Session, table: Any, rows: list[dict[str, Any]], conflict: list[str] | None) -> int:
+        """INSERT ... ON CONFLICT DO NOTHING for many rows, compiled once; returns how many were new."""
+        if not rows:
+            return 0
+        stmt = self.insert(table).on_conflict_do_nothing(index_elements=conflict).returning(table.c.id)
+        return len(s.connection().execute(stmt, rows).all())
 
     def existing_keys(self, keys: Iterable[str]) -> set[str]:
         keys = list(keys)
@@ -553,8 +559,7 @@ class Ledger:
         added = 0
         with self.session() as s:
             for start in range(0, len(values), 2000):
-                stmt = self.insert(EventRow).values(values[start : start + 2000]).on_conflict_do_nothing()
-                added += len(s.execute(stmt.returning(EventRow.id)).all())
+                added += self._insert_new(s, EventRow.__table__, values[start : start + 2000], None)
         return added
 
     def events_since(self, day: date, tenant_ids: Iterable[str] | None = None) -> list[EventRow]:
@@ -612,8 +617,14 @@ class Ledger:
     ) -> None:
         """Upsert changed tenants (id, digest, record json, summary json, mobile); mark the missing ones absent."""
         with self.session() as s:
-            for start in range(0, len(changed), 2000):
-                chunk = [
+            if changed:
+                stmt = self.insert(TenantState.__table__)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["tenant_id"],
+                    set_={c: stmt.excluded[c] for c in ("import_id", "day", "digest", "record", "summary", "phone")}
+                    | {"present": 1},
+                )
+                rows = [
                     {
                         "tenant_id": t,
                         "import_id": import_id,
@@ -624,22 +635,11 @@ class Ledger:
                         "phone": ph,
                         "present": 1,
                     }
-                    for t, d, r, m, ph in changed[start : start + 2000]
+                    for t, d, r, m, ph in changed
                 ]
-                stmt = self.insert(TenantState).values(chunk)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["tenant_id"],
-                    set_={
-                        "import_id": stmt.excluded.import_id,
-                        "day": stmt.excluded.day,
-                        "digest": stmt.excluded.digest,
-                        "record": stmt.excluded.record,
-                        "summary": stmt.excluded.summary,
-                        "phone": stmt.excluded.phone,
-                        "present": 1,
-                    },
-                )
-                s.execute(stmt)
+                conn = s.connection()
+                for start in range(0, len(rows), 5000):
+                    conn.execute(stmt, rows[start : start + 5000])
             gone = known - present
             gone_list = list(gone)
             for start in range(0, len(gone_list), 900):

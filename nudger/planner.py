@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import cached_property
 from typing import Any
 
 from jinja2.exceptions import TemplateError
@@ -74,6 +75,16 @@ class PlanContext:
     paused_until: date | None = None  # an organisation-wide pause (`nudger pause`)
     existing: frozenset[str] = frozenset()  # keys already in the ledger: they keep their slot
     booked: Mapping[str, Sequence[datetime]] = field(default_factory=dict)  # tenant -> sends and slots in the ledger
+
+    @cached_property
+    def condition_names(self) -> frozenset[str]:
+        """The names the rules' conditions use: planning works out only these facts."""
+        names: set[str] = set()
+        for rule in self.rulebook.rules.values():
+            if rule.condition is not None:
+                names |= rule.condition.names
+        return frozenset(names)
+
     _durations: dict[str, Duration | None] = field(default_factory=dict)
 
     @property
@@ -203,6 +214,7 @@ def plan_tenant(
     language = record.language or ctx.default_language
     blocked = max((d for d in (record.pause_until, ctx.paused_until) if d is not None), default=None)
     to_cap: list[tuple[PlannedNudge, list[tuple[Window, ...]]]] = []
+    scopes: dict[str, dict[str, Any]] = {}
     for rule in rules:
         if not rule.enabled:
             continue
@@ -234,7 +246,10 @@ def plan_tenant(
             signer = ctx.rulebook.signer(record.officer, day)
             nudge.signer = signer.key if signer else ""
             if rule.condition is not None:
-                scope = build_scope(facts, signer, language, occ.event)
+                signer_key = signer.key if signer else ""
+                if signer_key not in scopes:  # worked out once per tenant (and signer), not per rule
+                    scopes[signer_key] = build_scope(facts, signer, language, names=ctx.condition_names)
+                scope = scopes[signer_key] if occ.event is None else {**scopes[signer_key], "event": occ.event}
                 try:
                     holds = rule.condition(scope)
                 except (TemplateError, TypeError, ValueError, ArithmeticError) as exc:
