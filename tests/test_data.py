@@ -285,3 +285,34 @@ def test_a_file_without_tenants_is_refused(tmp_path):
     data = read_csv_source(write(tmp_path / "tenants.csv", [HEADER]), None)
     with pytest.raises(ImportRefused, match="no tenants"):
         check_bad_share(data, 0.05)
+
+
+def test_the_same_import_reads_from_a_sql_query(tmp_path):
+    """`data.source: sql`: the corporation's database, here a SQLite file, gives the same records."""
+    import sqlite3
+
+    from nudger.config import DataConfig
+    from nudger.data import read_sql_source
+
+    db = tmp_path / "crm.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "create table huurders (tenant_id text, name text, officer text, rent numeric, arrears numeric,"
+            " arrears_since date, due_day integer, phone text)"
+        )
+        conn.execute("create table betalingen (tenant_id text, paid_on date, amount numeric, for_month text)")
+        conn.execute("insert into huurders values ('T-1', 'Sanne de Vries', 'fatima', 612.45, 0, null, 1, '06 12345678')")
+        conn.execute("insert into huurders values ('T-2', 'Henk Jansen', 'jan', 'zeshonderd', 0, null, 1, null)")
+        conn.execute("insert into betalingen values ('T-1', '2026-11-01', 612.45, '2026-11')")
+    config = DataConfig(
+        source="sql",
+        url=f"sqlite:///{db}",
+        tenants_query="select * from huurders order by tenant_id",
+        payments_query="select * from betalingen",
+    )
+    data = read_sql_source(config)
+    assert list(data.records) == ["T-1"]
+    assert data.records["T-1"].rent == Decimal("612.45") and len(data.records["T-1"].payments) == 1
+    assert [str(p) for p in data.problems] == [
+        "tenants_query row:2: rent: `zeshonderd` is not an amount in euro (write 612.45 or 612,45); the row was skipped"
+    ]
