@@ -210,3 +210,37 @@ def test_without_credentials_every_channel_falls_back_to_the_outbox(tmp_path: Pa
     assert run.code == 0
     assert "event=channel_outbox_fallback channel=sms" in run.out
     assert (tmp_path / "var" / "outbox" / "sms").is_dir()
+
+
+def test_the_morning_digest_mails_each_officer_their_calls(tmp_path: Path) -> None:
+    copy_example(tmp_path)
+    config = load_config(tmp_path / "config.yaml")
+    engine = Engine(config, clock=lambda: datetime(2026, 11, 30, 10, 0, tzinfo=AMS))
+    try:
+        engine.import_data()
+        engine.plan()
+        engine.dispatch()
+        assert engine.send_call_digests() == 1  # only Ahmed has calls today
+    finally:
+        engine.close()
+    [eml] = [p for p in (tmp_path / "var" / "outbox" / "email").glob("*call-digest*")]
+    mail = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert mail["To"].addresses[0].addr_spec == "a.yilmaz@example.nl"
+    assert mail["Subject"] == "Belafspraken 2026-11-30"
+    body = mail.get_body(("plain",)).get_content()
+    assert "Małgorzata Kowalska (T-1008)" in body and "begin met: Dag Małgorzata" in body
+
+
+def test_a_channel_rate_spaces_the_sends(tmp_path: Path, servers) -> None:
+    """`rate: 5/s` on SMS: five sends are spread over at least 0.8 s (a lower bound: never flaky)."""
+    import time
+
+    from nudger.ratelimit import RateLimiter
+
+    limiter = RateLimiter.parse("5/s")
+    started = time.monotonic()
+    for _ in range(5):
+        limiter.wait()
+    assert time.monotonic() - started >= 0.79
+    with pytest.raises(ValueError, match="write it like `10/s`"):
+        RateLimiter.parse("vijf per seconde")
