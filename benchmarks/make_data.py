@@ -54,30 +54,11 @@ from pathlib import Path
 from random import Random
 from typing import TextIO
 
-TENANT_FIELDS: tuple[str, ...] = (
-    "tenant_id",
-    "name",
-    "first_name",
-    "language",
-    "phone",
-    "email",
-    "whatsapp_opt_in",
-    "street",
-    "house_number",
-    "postcode",
-    "city",
-    "officer",
-    "rent",
-    "due_day",
-    "arrears",
-    "arrears_since",
-    "arrangement_amount",
-    "arrangement_day",
-    "arrangement_until",
-    "preferred_channels",
-    "move_in",
-)
-PAYMENT_FIELDS: tuple[str, ...] = ("tenant_id", "paid_on", "amount", "for_month")
+from nudger.data import PAYMENT_COLUMNS, TENANT_COLUMNS
+
+# The column contract lives in nudger.data (one place); the generator writes exactly those columns.
+TENANT_FIELDS: tuple[str, ...] = TENANT_COLUMNS
+PAYMENT_FIELDS: tuple[str, ...] = PAYMENT_COLUMNS
 
 DEFAULT_SEED = 2026
 DEFAULT_REFERENCE_DAY = date(2026, 11, 30)

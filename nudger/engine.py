@@ -43,23 +43,25 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
+_PREF_FIELDS = (  # tenants.yaml field -> the record's field it overrides
+    ("channels", "preferred_channels"),
+    ("window", "window"),
+    ("language", "language"),
+    ("officer", "officer"),
+    ("pause_until", "pause_until"),
+    ("whatsapp_opt_in", "whatsapp_opt_in"),
+)
+
+
 def apply_prefs(record: TenantRecord, book: Rulebook) -> TenantRecord:
     """tenants.yaml overrides the data import, field by field."""
     pref = book.prefs.get(record.tenant_id)
     if pref is None:
         return record
-    if pref.channels is not None:
-        record.preferred_channels = pref.channels
-    if pref.window is not None:
-        record.window = pref.window
-    if pref.language is not None:
-        record.language = pref.language
-    if pref.officer is not None:
-        record.officer = pref.officer
-    if pref.pause_until is not None:
-        record.pause_until = pref.pause_until
-    if pref.whatsapp_opt_in is not None:
-        record.whatsapp_opt_in = pref.whatsapp_opt_in
+    for field_name, target in _PREF_FIELDS:
+        value = getattr(pref, field_name)
+        if value is not None:
+            setattr(record, target, value)
     return record
 
 

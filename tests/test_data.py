@@ -301,7 +301,9 @@ def test_the_same_import_reads_from_a_sql_query(tmp_path):
             " arrears_since date, due_day integer, phone text)"
         )
         conn.execute("create table betalingen (tenant_id text, paid_on date, amount numeric, for_month text)")
-        conn.execute("insert into huurders values ('T-1', 'Sanne de Vries', 'fatima', 612.45, 0, null, 1, '06 12345678')")
+        conn.execute(
+            "insert into huurders values ('T-1', 'Sanne de Vries', 'fatima', 612.45, 0, null, 1, '06 12345678')"
+        )
         conn.execute("insert into huurders values ('T-2', 'Henk Jansen', 'jan', 'zeshonderd', 0, null, 1, null)")
         conn.execute("insert into betalingen values ('T-1', '2026-11-01', 612.45, '2026-11')")
     config = DataConfig(
