@@ -7,8 +7,6 @@ A task is "sent" when it is on the officer's list; `nudger calls` shows the list
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -81,10 +79,3 @@ def read_calls(folder: Path, day: date) -> list[CallTask]:
             data = json.loads(line)
             tasks[data["key"]] = CallTask(**data)
     return list(tasks.values())
-
-
-def call_days(folder: Path) -> Iterator[date]:
-    if folder.exists():
-        for name in sorted(os.listdir(folder)):
-            if name.endswith(".jsonl"):
-                yield date.fromisoformat(name[:-6])

@@ -27,9 +27,14 @@ class Ctx:
             self._config = load_config(self.config_path)
         return self._config
 
-    def engine(self, clock: Callable[[], datetime] | None = None, **kwargs: Any):
+    def engine(self, clock: Callable[[], datetime] | None = None, *, dry: bool = False, **kwargs: Any):
+        """The engine. `dry`: a look that must change nothing, so a missing store is not created."""
         from .engine import Engine, system_clock
+        from .ledger import Ledger, sqlite_path
 
+        path = sqlite_path(self.config.store_url)
+        if dry and path is not None and not path.exists():
+            kwargs.setdefault("ledger", Ledger("sqlite://"))  # in memory: empty, and gone afterwards
         return Engine(self.config, clock=clock or system_clock, **kwargs)
 
 
@@ -106,7 +111,7 @@ def check(ctx: Ctx, strict: bool, as_json: bool) -> None:
     from .rulebook import load_rulebook
     from .tone import check_all
 
-    engine = ctx.engine()
+    engine = ctx.engine(dry=True)
     try:
         try:
             engine.rulebook = load_rulebook(ctx.config)
@@ -232,7 +237,7 @@ def plan(
       nudger plan --date 2026-11-30 --days 14
       nudger plan --tenant T-1001 --json
     """
-    engine = ctx.engine(_fixed_clock(ctx.config, _day(day), None))
+    engine = ctx.engine(_fixed_clock(ctx.config, _day(day), None), dry=True)
     try:
         _check_ids(engine, rule_ids)
         nudges, _ = engine.plan(
@@ -297,7 +302,7 @@ def preview(ctx: Ctx, rule_id: str, tenant_id: str, channel: str | None, day: da
     """
     from .preview import preview_text
 
-    engine = ctx.engine(_fixed_clock(ctx.config, _day(day), None))
+    engine = ctx.engine(_fixed_clock(ctx.config, _day(day), None), dry=True)
     try:
         _check_ids(engine, (rule_id,))
         click.echo(preview_text(engine, rule_id, tenant_id, channel))
@@ -364,7 +369,7 @@ def send(
       nudger send december-card --dry-run
       nudger send repair-check-in --tenant T-1001
     """
-    engine = ctx.engine(_fixed_clock(ctx.config, None, moment))
+    engine = ctx.engine(_fixed_clock(ctx.config, None, moment), dry=dry_run)
     try:
         _check_ids(engine, (rule_id,))
         nudges, report = engine.send_rule(rule_id, list(tenant_ids) or None, dry_run=dry_run)

@@ -545,10 +545,6 @@ class Ledger:
                     out.setdefault(t.nudge_id, []).append(t)
         return out
 
-    def state_counts(self) -> dict[str, int]:
-        with self.session() as s:
-            return dict(s.execute(select(Nudge.state, func.count()).group_by(Nudge.state)).all())
-
     # --- events ------------------------------------------------------------------------------
     def add_events(self, rows: Sequence[dict[str, Any]], now: datetime) -> int:
         if not rows:
