@@ -101,11 +101,10 @@ class Daemon:
     def import_and_plan(self) -> None:
         try:
             self.engine.import_data()
-        except ImportRefused as exc:
-            warn("import_refused", reason=_first_words(str(exc)))
-            return
+        except ImportRefused:
+            return  # the engine logged it (why, in one word); `nudger import` shows the details
         except NudgerError as exc:
-            warn("import_failed", reason=_first_words(str(exc)))
+            warn("import_failed", reason=f"{type(exc).__name__}: run `nudger import` for the details")
             return
         self.plan()
 
@@ -113,7 +112,7 @@ class Daemon:
         try:
             self.engine.plan(rule_ids=rule_ids)
         except NudgerError as exc:
-            warn("plan_failed", reason=_first_words(str(exc)))
+            warn("plan_failed", reason=f"{type(exc).__name__}: run `nudger plan` for the details")
 
     def dispatch(self) -> None:
         if self.stopping.is_set():
@@ -237,7 +236,3 @@ def run_daemon(config: Config) -> None:
                 daemon.web.stop()
             engine.close()
             log("daemon_stopped")
-
-
-def _first_words(text: str, n: int = 160) -> str:
-    return text[:n]

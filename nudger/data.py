@@ -221,7 +221,7 @@ def _read_csv(
     path: Path, required: Iterable[str], known: Iterable[str]
 ) -> tuple[Iterator[tuple[int, dict]], list[str]]:
     if not path.exists():
-        raise ImportRefused(f"{path}: the file does not exist: check `data` in config.yaml")
+        raise ImportRefused(f"{path}: the file does not exist: check `data` in config.yaml", "missing_file")
     handle = path.open(newline="", encoding="utf-8-sig")
     try:
         sample = handle.read(4096)
@@ -237,7 +237,8 @@ def _read_csv(
         handle.close()
         raise ImportRefused(
             f"{path}:1: the header lacks the column(s) {', '.join(missing)}: "
-            f"nothing was imported; the first line must name the columns ({', '.join(known)})"
+            f"nothing was imported; the first line must name the columns ({', '.join(known)})",
+            "missing_columns",
         )
     notes = [f"{path}:1: unknown column `{c}` is ignored" for c in header if c and c not in known]
 
@@ -267,7 +268,7 @@ def read_sql_source(config: DataConfig) -> ImportData:
     from sqlalchemy.exc import SQLAlchemyError
 
     if not config.url or not config.tenants_query:
-        raise ImportRefused("data.source is sql, but data.url or data.tenants_query is empty in config.yaml")
+        raise ImportRefused("data.source is sql, but data.url or data.tenants_query is empty in config.yaml", "config")
     engine = create_engine(config.url)
     data = ImportData({}, source="sql")
     try:
@@ -276,7 +277,9 @@ def read_sql_source(config: DataConfig) -> ImportData:
             columns = list(result.keys())
             missing = [c for c in TENANT_REQUIRED if c not in columns]
             if missing:
-                raise ImportRefused(f"data.tenants_query: the result lacks the column(s) {', '.join(missing)}")
+                raise ImportRefused(
+                    f"data.tenants_query: the result lacks the column(s) {', '.join(missing)}", "missing_columns"
+                )
             _collect_tenants(data, ((i, _as_text(r._mapping)) for i, r in enumerate(result, 1)), "tenants_query row")
             if config.payments_query:
                 result = conn.execute(text(config.payments_query))
@@ -284,7 +287,7 @@ def read_sql_source(config: DataConfig) -> ImportData:
                     data, ((i, _as_text(r._mapping)) for i, r in enumerate(result, 1)), "payments_query row"
                 )
     except SQLAlchemyError as exc:
-        raise ImportRefused(f"the data database could not be read: {type(exc).__name__}") from None
+        raise ImportRefused(f"the data database could not be read: {type(exc).__name__}", "database") from None
     finally:
         engine.dispose()
     return data
@@ -346,11 +349,12 @@ def check_bad_share(data: ImportData, max_share: float) -> None:
     """Refuse the whole import when too many rows could not be read (a broken export)."""
     total = data.tenant_rows + data.payment_rows
     if total == 0 or data.tenant_rows == 0:
-        raise ImportRefused(f"{data.source}: the data holds no tenants; nothing was imported")
+        raise ImportRefused(f"{data.source}: the data holds no tenants; nothing was imported", "empty")
     bad = len(data.problems)
     if bad / total > max_share:
         first = data.problems[0]
         raise ImportRefused(
             f"{bad} of {total} rows could not be read (more than {max_share:.0%}), so the whole import "
-            f"was refused and nothing was planned; first: {first}"
+            f"was refused and nothing was planned; first: {first}",
+            "too_many_bad_rows",
         )

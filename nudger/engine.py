@@ -161,12 +161,13 @@ class Engine(Dispatching):
                     f"the data holds {len(data.records)} tenants, far fewer than the {previous.tenants} of the "
                     f"last import (less than {share:.0%}): it looks truncated, so nothing was imported or "
                     "planned; check the export, or lower data.min_share_of_previous in config.yaml if "
-                    "tenants really left"
+                    "tenants really left",
+                    "truncated",
                 )
             check_bad_share(data, self.config.data.max_bad_share)
         except ImportRefused as exc:
             ledger.record_import(at=now, day=today, source=self.config.data.source, status="refused", reason=str(exc))
-            warn("import_refused", reason="see nudger import output")
+            warn("import_refused", reason=exc.kind, count=len(data.records) if data else None)
             raise
         stored = ledger.tenant_summaries()
         changed: list[tuple[str, str, str, str]] = []

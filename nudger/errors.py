@@ -56,7 +56,14 @@ class RulebookError(NudgerError):
 
 
 class ImportRefused(NudgerError):
-    """A data import was refused whole; nothing was stored or planned from it."""
+    """A data import was refused whole; nothing was stored or planned from it.
+
+    `kind` says why in one word for the log (the message can quote the data, so it is not logged).
+    """
+
+    def __init__(self, message: str, kind: str = "refused"):
+        super().__init__(message)
+        self.kind = kind
 
 
 class StoreBusy(NudgerError):

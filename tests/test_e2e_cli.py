@@ -215,6 +215,7 @@ def test_a_truncated_import_is_refused_and_plans_nothing(example: Path) -> None:
     result = nudger(example, "run", "--once", "--now", NOW)
     assert result.code != 0
     assert "10 tenants, far fewer than the 64" in result.err and "nothing was imported" in result.err
+    assert "event=import_refused count=10 reason=truncated" in result.out  # the log: why, in one word
     db = sqlite3.connect(example / "var" / "nudger.db")
     assert db.execute("select count(*) from nudges").fetchone()[0] == 0
     assert db.execute("select count(*) from tenant_state where present = 1").fetchone()[0] == 64
