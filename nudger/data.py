@@ -324,7 +324,7 @@ def _collect_payments(data: ImportData, rows: Iterable[tuple[int, dict]], where:
         if record is None:
             data.problems.append(RowProblem(where, line, f"payment for unknown tenant {tid}; skipped"))
             continue
-        record.payments.append(payment)
+        record.add_payment(payment)
 
 
 def _as_text(row: Mapping) -> dict[str, str | None]:

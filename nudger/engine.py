@@ -10,9 +10,10 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,20 @@ class Engine(Dispatching):
             for tid, rec in self.records(ids).items()
         }
 
+    def fact_batches(self, today: date, tenant_ids: list[str] | None, size: int = 5000) -> Iterator[dict[str, Facts]]:
+        """The facts of every tenant (or the chosen ones), `size` tenants at a time."""
+        if self.ledger.last_accepted_import() is None:  # nothing imported yet: the data source itself
+            yield self.facts(today, tenant_ids)
+            return
+        book = self.rulebook
+        rows = self.ledger.tenant_records(tenant_ids)
+        while batch := list(islice(rows, size)):
+            contacts = self.ledger.last_contacts([tid for tid, _ in batch])
+            yield {
+                tid: Facts(apply_prefs(TenantRecord.from_json(rec), book), today, last_contact=contacts.get(tid))
+                for tid, rec in batch
+            }
+
     def events_by_tenant(self, since: date, tenant_ids: Iterable[str] | None = None) -> dict[str, list[EventFact]]:
         out: dict[str, list[EventFact]] = {}
         for e in self.ledger.events_since(since, tenant_ids):
@@ -321,9 +336,11 @@ class Engine(Dispatching):
         movable = self.ledger.movable(now, tids)
         ctx.existing = frozenset(self.ledger.live_keys(now) - set(movable))
         ctx.booked = self.ledger.booked(now, tids)
-        facts = self.facts(ctx.today, tids)
-        events = self.events_by_tenant(ctx.today - timedelta(days=LOOKBACK_DAYS + 366), tids)
-        nudges = plan(facts, events, ctx, rule_ids=rule_ids, tenant_ids=tids, explain=explain)
+        since = ctx.today - timedelta(days=LOOKBACK_DAYS + 366)
+        nudges: list[PlannedNudge] = []
+        for facts in self.fact_batches(ctx.today, tids):  # a batch at a time: memory stays flat
+            events = self.events_by_tenant(since, list(facts))
+            nudges.extend(plan(facts, events, ctx, rule_ids=rule_ids, tenant_ids=tids, explain=explain))
         added = moved = 0
         if store:
             added = self.ledger.add_planned([n for n in nudges if n.key not in movable], now)

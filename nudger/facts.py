@@ -19,27 +19,34 @@ class Payment:
     for_month: tuple[int, int]  # (year, month)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PaymentHistory:
     """What the facts need from the payments, small enough to store per tenant.
 
     `on_time[(y, m)]` is what was paid for that month on or before its due date (never before the
-    tenancy began); `months` are the months with any payment.
+    tenancy began); `months` are the months with any payment. Built payment by payment while the
+    data is read, so 2 million payments need not all be in memory at once.
     """
 
-    on_time: dict[tuple[int, int], Decimal]
-    months: frozenset[tuple[int, int]]
-    count: int
-    last_paid_on: date | None
+    on_time: dict[tuple[int, int], Decimal] = field(default_factory=dict)
+    months: set[tuple[int, int]] = field(default_factory=set)
+    count: int = 0
+    last_paid_on: date | None = None
+
+    def add(self, record: TenantRecord, p: Payment) -> None:
+        if p.paid_on <= _due_for(record, *p.for_month):
+            self.on_time[p.for_month] = self.on_time.get(p.for_month, ZERO) + p.amount
+        self.months.add(p.for_month)
+        self.count += 1
+        if self.last_paid_on is None or p.paid_on > self.last_paid_on:
+            self.last_paid_on = p.paid_on
 
     @classmethod
     def of(cls, record: TenantRecord) -> PaymentHistory:
-        on_time: dict[tuple[int, int], Decimal] = {}
+        history = cls()
         for p in record.payments:
-            if p.paid_on <= _due_for(record, *p.for_month):
-                on_time[p.for_month] = on_time.get(p.for_month, ZERO) + p.amount
-        last = max((p.paid_on for p in record.payments), default=None)
-        return cls(on_time, frozenset(p.for_month for p in record.payments), len(record.payments), last)
+            history.add(record, p)
+        return history
 
     def to_json(self) -> dict:
         """Months as numbers (year * 12 + month - 1), amounts as text: quick to read back."""
@@ -54,7 +61,7 @@ class PaymentHistory:
     def from_json(cls, data: dict) -> PaymentHistory:
         return cls(
             {(k // 12, k % 12 + 1): Decimal(v) for k, v in data["on_time"]},
-            frozenset((k // 12, k % 12 + 1) for k in data["months"]),
+            {(k // 12, k % 12 + 1) for k in data["months"]},
             int(data["count"]),
             date.fromisoformat(data["last"]) if data.get("last") else None,
         )
@@ -104,6 +111,15 @@ class TenantRecord:
         if self.history is None:
             self.history = PaymentHistory.of(self)
         return self.history
+
+    def add_payment(self, payment: Payment) -> None:
+        """Count a payment in the history; keep it whole only where an arrangement needs it
+        (missed installments are judged on the payments themselves)."""
+        if self.history is None:
+            self.history = PaymentHistory.of(self)
+        self.history.add(self, payment)
+        if self.arrangement_amount:
+            self.payments.append(payment)
 
     def to_json(self) -> dict:
         """A plain-JSON form for the store (money as strings, dates ISO)."""
@@ -226,7 +242,7 @@ class Facts:
     @cached_property
     def last_payment(self) -> date | None:
         last = self.history.last_paid_on
-        if last is not None and last > self.today:  # a payment dated later than today: look closer
+        if last is not None and last > self.today:  # a payment dated later than today (a future day asked)
             dates = [p.paid_on for p in self.record.payments if p.paid_on <= self.today]
             return max(dates) if dates else None
         return last
