@@ -39,7 +39,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from .errors import NudgerError, StoreBusy
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Nudge states (DESIGN.md, "The ledger").
 PLANNED, HELD, CLAIMED, SENT, DELIVERED, READ = "planned", "held", "claimed", "sent", "delivered", "read"
@@ -96,6 +96,7 @@ class Nudge(Base):
     send_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     segments: Mapped[int | None] = mapped_column(Integer)  # SMS segments of what was sent
+    provider_status: Mapped[str | None] = mapped_column(String(40))  # the provider's last word (queued ... read)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -685,6 +686,20 @@ class Ledger:
         with self.session() as s:
             stmt = self.insert(OptOut).values(tenant_id=tenant_id, channel=channel, at=now, source=source)
             return bool(s.execute(stmt.on_conflict_do_nothing().returning(OptOut.id)).all())
+
+    def opt_in(self, tenant_id: str, channel: str) -> None:
+        """START: the tenant wants this channel again (and is no longer out of every channel)."""
+        with self.session() as s:
+            for row in s.scalars(
+                select(OptOut).where(OptOut.tenant_id == tenant_id, OptOut.channel.in_((channel, "all")))
+            ):
+                s.delete(row)
+
+    def set_provider_status(self, nudge_id: int, status: str, code: str | None) -> None:
+        with self.session() as s:
+            row = s.get(Nudge, nudge_id)
+            if row is not None:
+                row.provider_status = f"{status} ({code})" if code else status
 
     def opted_out(self, tenant_id: str) -> set[str]:
         with self.session() as s:

@@ -1,25 +1,29 @@
-"""The daemon's small web endpoint: Twilio status and inbound webhooks, and /healthz.
+"""The daemon's web endpoint: an ASGI app (served by uvicorn) for Twilio's status and inbound
+webhooks, and /healthz.
 
 It binds to loopback unless configured otherwise, and answers 403 to any webhook call whose
-Twilio signature does not check out. Webhook handling is plain functions on the engine so tests
-can call them with real signed requests.
+Twilio signature does not check out (and changes nothing). The handling itself is plain
+functions on the engine, run in a worker thread so the event loop never waits on the store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
+import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from .contact import mobile_e164
+from .errors import NudgerError
 from .ledger import DELIVERED, PLANNED, READ, SENT
 from .log import log, warn
 
 STOP_ALL = {"STOP ALL", "STOPALL", "STOP ALLES", "AFMELDEN ALLES"}
 STOP_WORDS = {"STOP", "STOPPEN", "AFMELDEN", "UITSCHRIJVEN", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"}
+START_WORDS = {"START", "AANMELDEN", "UNSTOP"}
 
 
 def auth_token(engine: Any) -> str:
@@ -37,6 +41,7 @@ def handle_status(engine: Any, params: dict[str, str]) -> str:
     if row is None:
         return "unknown message"
     now = engine.now()
+    engine.ledger.set_provider_status(row.id, status, code or None)
     if status == "delivered" and row.state == SENT:
         engine.ledger.move(row.id, DELIVERED, now, f"delivered by {row.channel}", expect=SENT)
     elif status == "read" and row.state in (SENT, DELIVERED):
@@ -76,6 +81,10 @@ def handle_inbound(engine: Any, params: dict[str, str]) -> str:
         engine.ledger.opt_out(tenant, channel, now, "reply")
         log("opted_out", tenant=tenant, channel=channel)
         return "opted out"
+    if words in START_WORDS:
+        engine.ledger.opt_in(tenant, channel)
+        log("opted_in", tenant=tenant, channel=channel)
+        return "opted in"
     engine.ledger.add_events(
         [{"tenant_id": tenant, "name": "reply_received", "day": now.date(), "source": channel}], now
     )
@@ -83,74 +92,103 @@ def handle_inbound(engine: Any, params: dict[str, str]) -> str:
     return "reply recorded"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    app: WebApp
+TWIML_EMPTY = b'<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+HANDLERS = {"/twilio/status": handle_status, "/twilio/inbound": handle_inbound}
+MAX_BODY = 64 * 1024
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
-        pass  # the request line can hold phone numbers in query strings: never logged
 
-    def _reply(self, code: int, body: str, ctype: str = "text/plain; charset=utf-8") -> None:
-        data = body.encode()
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+class WebhookApp:
+    """The ASGI application. `health` is given by the daemon."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        if urlsplit(self.path).path == "/healthz":
-            ok, data = self.app.health()
-            self._reply(200 if ok else 503, json.dumps(data), "application/json")
-        else:
-            self._reply(404, "not found")
+    def __init__(self, engine: Any, public_url: str, health: Callable[[], tuple[bool, dict[str, Any]]]):
+        self.engine = engine
+        self.public_url = public_url.rstrip("/")
+        self.health = health
+        self.lock = threading.Lock()  # one webhook at a time against the store
 
-    def do_POST(self) -> None:  # noqa: N802
-        path = urlsplit(self.path).path
-        handler = {"/twilio/status": handle_status, "/twilio/inbound": handle_inbound}.get(path)
-        if handler is None:
-            self._reply(404, "not found")
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > 64 * 1024:
-            self._reply(413, "too large")
+        if scope["type"] != "http":
             return
-        params = dict(parse_qsl(self.rfile.read(length).decode("utf-8", "replace"), keep_blank_values=True))
+        path, method = scope["path"], scope["method"]
+        if method == "GET" and path == "/healthz":
+            ok, data = await asyncio.to_thread(self.health)
+            await _reply(send, 200 if ok else 503, json.dumps(data).encode(), b"application/json")
+            return
+        handler = HANDLERS.get(path)
+        if handler is None or method != "POST":
+            await _reply(send, 404, b"not found")
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if len(body) > MAX_BODY:
+                await _reply(send, 413, b"too large")
+                return
+            if not message.get("more_body"):
+                break
+        params = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        query = scope.get("query_string", b"").decode("latin-1")
+        url = self.public_url + path + (f"?{query}" if query else "")
         from channels.webhooks import valid_twilio_signature
 
-        url = self.app.public_url.rstrip("/") + self.path
-        if not valid_twilio_signature(
-            auth_token(self.app.engine), url, params, self.headers.get("X-Twilio-Signature", "")
-        ):
+        if not valid_twilio_signature(auth_token(self.engine), url, params, headers.get("x-twilio-signature", "")):
             warn("webhook_rejected", reason="bad or missing Twilio signature")
-            self._reply(403, "forbidden")
+            await _reply(send, 403, b"forbidden")
             return
-        with self.app.lock:
-            handler(self.app.engine, params)
-        self._reply(200, '<?xml version="1.0" encoding="UTF-8"?><Response></Response>', "text/xml")
+        await asyncio.to_thread(self._handle, handler, params)
+        await _reply(send, 200, TWIML_EMPTY, b"text/xml")
+
+    def _handle(self, handler: Callable[[Any, dict[str, str]], str], params: dict[str, str]) -> None:
+        with self.lock:
+            handler(self.engine, params)
+
+
+async def _reply(send: Callable, status: int, body: bytes, ctype: bytes = b"text/plain; charset=utf-8") -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class WebApp:
-    """The HTTP server in a background thread. `health` is given by the daemon."""
+    """uvicorn serving the WebhookApp in a background thread of the daemon."""
 
     def __init__(
         self, engine: Any, host: str, port: int, public_url: str, health: Callable[[], tuple[bool, dict[str, Any]]]
     ):
-        self.engine = engine
-        self.public_url = public_url or f"http://{host}:{port}"
-        self.health = health
-        self.lock = threading.Lock()
-        handler = type("Handler", (_Handler,), {"app": self})
-        self.server = ThreadingHTTPServer((host, port), handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="nudger-web", daemon=True)
+        import uvicorn
+
+        self.app = WebhookApp(engine, public_url or f"http://{host}:{port}", health)
+        # no access log: request lines are not ours to keep; uvicorn's own errors only
+        config = uvicorn.Config(self.app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="nudger-web", daemon=True)
+        self.host = host
 
     @property
     def port(self) -> int:
-        return int(self.server.server_address[1])
+        return int(self.server.servers[0].sockets[0].getsockname()[1])
 
-    def start(self) -> None:
+    def start(self, timeout: float = 10.0) -> None:
         self.thread.start()
-        log("web_started", url=f"http://{self.server.server_address[0]}:{self.port}")
+        end = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > end:
+                raise NudgerError(f"the web endpoint could not start on {self.host} (is the port in use?)")
+            time.sleep(0.02)
+        log("web_started", url=f"http://{self.host}:{self.port}")
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

@@ -171,6 +171,10 @@ def test_webhooks_are_signed_and_move_the_ledger(tmp_path: Path, servers) -> Non
         sent = next(n for n in engine.ledger.nudges(tenant_id="T-1006") if n.state == "sent")
         assert sent.receipt.startswith("SM")
 
+        queued = {"MessageSid": sent.receipt, "MessageStatus": "sent", "AccountSid": twilio.account_sid}
+        assert _post(f"{base}/twilio/status", queued, twilio.auth_token, public) == 200
+        row = next(n for n in engine.ledger.nudges(tenant_id="T-1006") if n.id == sent.id)
+        assert (row.state, row.provider_status) == ("sent", "sent")  # recorded on the nudge
         status = {"MessageSid": sent.receipt, "MessageStatus": "delivered", "AccountSid": twilio.account_sid}
         assert _post(f"{base}/twilio/status", status, None, public) == 403  # a wrong signature
         assert next(n for n in engine.ledger.nudges(tenant_id="T-1006") if n.id == sent.id).state == "sent"
@@ -184,6 +188,8 @@ def test_webhooks_are_signed_and_move_the_ledger(tmp_path: Path, servers) -> Non
             engine.rulebook.rules["repair-check-in"], engine.facts(clock["now"].date(), ["T-1006"])["T-1006"], ()
         )
         assert "sms" not in usable and "sms: the tenant opted out" in skipped
+        assert _post(f"{base}/twilio/inbound", {"From": T1006, "Body": "START"}, twilio.auth_token, public) == 200
+        assert engine.ledger.opted_out("T-1006") == set()  # START opts back in
 
         # any other reply: a reply_received event, and the officer gets a call task
         reply = {"From": "whatsapp:" + T1001, "Body": "Ik bel morgen even"}

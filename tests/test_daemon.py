@@ -100,3 +100,33 @@ def test_daemon_refuses_a_broken_rulebook_and_keeps_the_old_one(live: Path) -> N
     finally:
         assert stop(proc) == 0
     assert "Traceback" not in log.read_text()
+
+
+def test_the_daemon_serves_health_on_loopback(tmp_path: Path) -> None:
+    import json
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    copy_example(tmp_path, web={"enabled": True, "host": "127.0.0.1", "port": port, "public_url": ""})
+    proc, log = start(tmp_path)
+    try:
+        assert wait_for(lambda: "event=web_started" in log.read_text()), log.read_text()
+        assert wait_for(lambda: "event=plan_done" in log.read_text())
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+            health = json.loads(answer.read())
+        assert answer.status == 200 and health["status"] == "ok" and health["store"] == "ok"
+        assert health["scheduler"] == "running" and health["last_import"]
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/twilio/inbound", data=b"From=%2B31612347035&Body=STOP"
+        )
+        try:
+            urllib.request.urlopen(request, timeout=5)
+            raise AssertionError("an unsigned webhook was accepted")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 403
+    finally:
+        assert stop(proc) == 0
+    assert "webhook_rejected" in log.read_text() and "Traceback" not in log.read_text()
