@@ -17,6 +17,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from .bulk import collector_paused
 from .config import Config
 from .contact import mobile_e164
 from .data import ImportData, check_bad_share, read_source
@@ -150,6 +151,10 @@ class Engine(Dispatching):
 
     def import_data(self, data: ImportData | None = None) -> ImportReport:
         """Import the data: guard against broken or truncated files, store, derive events."""
+        with collector_paused():
+            return self._import_data(data)
+
+    def _import_data(self, data: ImportData | None) -> ImportReport:
         now = self.now()
         today = now.date()
         ledger = self.ledger
@@ -171,9 +176,16 @@ class Engine(Dispatching):
             warn("import_refused", reason=exc.kind, count=len(data.records) if data else None)
             raise
         stored = ledger.tenant_summaries()
-        changed: list[tuple[str, str, str, str]] = []
+        changed: list[tuple[str, str, str, str, str | None]] = []
         events: list[dict[str, Any]] = []
-        for tid, record in data.records.items():
+        present = set(data.records)
+        officers = self.rulebook.officers
+        unknown: set[str] = set()
+        tenants = len(data.records)
+        while data.records:  # each record is let go once it is summed up: memory stays low
+            tid, record = data.records.popitem()
+            if record.officer not in officers:
+                unknown.add(record.officer)
             digest, text = _digest(record)
             before = stored.get(tid)
             if before is not None and before[0] == digest and before[2] == today:
@@ -193,39 +205,38 @@ class Engine(Dispatching):
                         }
                     )
             changed.append((tid, digest, text, json.dumps(summary, separators=(",", ":")), mobile_e164(record.phone)))
+        changed.sort()
         import_id = ledger.record_import(
             at=now,
             day=today,
             source=data.source,
             status="accepted",
-            tenants=len(data.records),
+            tenants=tenants,
             payments=data.payment_rows,
             rows_skipped=len(data.problems),
             events=len(events),
         )
-        ledger.save_tenants(import_id, today, changed, set(data.records), known=set(stored))
+        ledger.save_tenants(import_id, today, changed, present, known=set(stored))
         added = ledger.add_events(events, now)
-        officers = self.rulebook.officers
         notes = list(data.notes)
-        unknown = sorted({r.officer for r in data.records.values() if r.officer not in officers})
         if unknown:
             notes.append(
-                f"officer(s) {', '.join(unknown)} in the data are not in officers.yaml: "
+                f"officer(s) {', '.join(sorted(unknown))} in the data are not in officers.yaml: "
                 "their tenants' messages wait until they are added"
             )
-        missing = sorted(set(self.rulebook.prefs) - set(data.records))
+        missing = sorted(set(self.rulebook.prefs) - present)
         if missing:
             notes.append(f"tenants.yaml names {len(missing)} tenant(s) not in the data: {', '.join(missing[:5])}")
         log(
             "import_done",
             import_id=import_id,
-            tenants=len(data.records),
+            tenants=tenants,
             payments=data.payment_rows,
             rows_skipped=len(data.problems),
             events=added,
         )
         return ImportReport(
-            import_id, len(data.records), data.payment_rows, len(changed), added, [str(p) for p in data.problems], notes
+            import_id, tenants, data.payment_rows, len(changed), added, [str(p) for p in data.problems], notes
         )
 
     # --- facts -------------------------------------------------------------------------------
@@ -338,9 +349,10 @@ class Engine(Dispatching):
         ctx.booked = self.ledger.booked(now, tids)
         since = ctx.today - timedelta(days=LOOKBACK_DAYS + 366)
         nudges: list[PlannedNudge] = []
-        for facts in self.fact_batches(ctx.today, tids):  # a batch at a time: memory stays flat
-            events = self.events_by_tenant(since, list(facts))
-            nudges.extend(plan(facts, events, ctx, rule_ids=rule_ids, tenant_ids=tids, explain=explain))
+        with collector_paused():
+            for facts in self.fact_batches(ctx.today, tids):  # a batch at a time: memory stays flat
+                events = self.events_by_tenant(since, list(facts))
+                nudges.extend(plan(facts, events, ctx, rule_ids=rule_ids, tenant_ids=tids, explain=explain))
         added = moved = 0
         if store:
             added = self.ledger.add_planned([n for n in nudges if n.key not in movable], now)

@@ -19,27 +19,37 @@ class Payment:
     for_month: tuple[int, int]  # (year, month)
 
 
+def month_index(year: int, month: int) -> int:
+    """A month as one small number (year * 12 + month - 1): cheap to keep for 100,000 tenants."""
+    return year * 12 + month - 1
+
+
 @dataclass(slots=True)
 class PaymentHistory:
     """What the facts need from the payments, small enough to store per tenant.
 
-    `on_time[(y, m)]` is what was paid for that month on or before its due date (never before the
-    tenancy began); `months` are the months with any payment. Built payment by payment while the
-    data is read, so 2 million payments need not all be in memory at once.
+    `on_time[month]` is what was paid for that month on or before its due date (never before the
+    tenancy began), in cents; `months` are the months with any payment. Months are numbered by
+    `month_index`. Built payment by payment while the data is read, so 2 million payments need
+    not all be in memory at once.
     """
 
-    on_time: dict[tuple[int, int], Decimal] = field(default_factory=dict)
-    months: set[tuple[int, int]] = field(default_factory=set)
+    on_time: dict[int, int] = field(default_factory=dict)
+    months: set[int] = field(default_factory=set)
     count: int = 0
     last_paid_on: date | None = None
 
     def add(self, record: TenantRecord, p: Payment) -> None:
+        index = month_index(*p.for_month)
         if p.paid_on <= _due_for(record, *p.for_month):
-            self.on_time[p.for_month] = self.on_time.get(p.for_month, ZERO) + p.amount
-        self.months.add(p.for_month)
+            self.on_time[index] = self.on_time.get(index, 0) + int(p.amount * 100)
+        self.months.add(index)
         self.count += 1
         if self.last_paid_on is None or p.paid_on > self.last_paid_on:
             self.last_paid_on = p.paid_on
+
+    def paid_on_time(self, year: int, month: int) -> Decimal:
+        return Decimal(self.on_time.get(month_index(year, month), 0)) / 100
 
     @classmethod
     def of(cls, record: TenantRecord) -> PaymentHistory:
@@ -49,10 +59,9 @@ class PaymentHistory:
         return history
 
     def to_json(self) -> dict:
-        """Months as numbers (year * 12 + month - 1), amounts as text: quick to read back."""
         return {
-            "on_time": [[y * 12 + m - 1, str(v)] for (y, m), v in sorted(self.on_time.items())],
-            "months": sorted(y * 12 + m - 1 for y, m in self.months),
+            "on_time": sorted(self.on_time.items()),
+            "months": sorted(self.months),
             "count": self.count,
             "last": self.last_paid_on.isoformat() if self.last_paid_on else None,
         }
@@ -60,8 +69,8 @@ class PaymentHistory:
     @classmethod
     def from_json(cls, data: dict) -> PaymentHistory:
         return cls(
-            {(k // 12, k % 12 + 1): Decimal(v) for k, v in data["on_time"]},
-            {(k // 12, k % 12 + 1) for k in data["months"]},
+            {int(k): int(v) for k, v in data["on_time"]},
+            set(data["months"]),
             int(data["count"]),
             date.fromisoformat(data["last"]) if data.get("last") else None,
         )
@@ -278,7 +287,7 @@ class Facts:
             ):
                 self._late[key] = False
             else:
-                self._late[key] = self.history.on_time.get(key, ZERO) < self.rent
+                self._late[key] = self.history.paid_on_time(year, month) < self.rent
         return self._late[key]
 
     def _past_months(self) -> Iterator[tuple[int, int]]:
@@ -301,7 +310,7 @@ class Facts:
     @cached_property
     def on_time_streak(self) -> int:
         streak = 0
-        months = self.history.months
+        months = {(i // 12, i % 12 + 1) for i in self.history.months}
         for y, m in self._past_months():
             if (y, m) not in months or self.late_in(m, y):
                 break

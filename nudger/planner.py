@@ -86,12 +86,13 @@ class PlanContext:
         return frozenset(names)
 
     _durations: dict[str, Duration | None] = field(default_factory=dict)
+    calendar_occurrences: dict[str, list[Occurrence]] = field(default_factory=dict)  # per rule, for the plan
 
-    @property
+    @cached_property
     def today(self) -> date:
         return self.now.astimezone(self.policy.zone).date()
 
-    @property
+    @cached_property
     def last_day(self) -> date:
         return self.today + timedelta(days=self.days - 1)
 
@@ -112,6 +113,17 @@ class Occurrence:
 
 def occurrences(rule: Rule, facts: Facts, events: Iterable[EventFact], ctx: PlanContext) -> list[Occurrence]:
     """The moments `rule` fires for one tenant whose planned day falls in the plan's range."""
+    t = rule.trigger
+    if t.kind in ("yearly", "cron", "at"):  # the same for every tenant: worked out once per plan
+        if rule.id not in ctx.calendar_occurrences:
+            ctx.calendar_occurrences[rule.id] = _occurrences(rule, facts, (), ctx)
+        return ctx.calendar_occurrences[rule.id]
+    if t.kind == "on" and not events:
+        return []
+    return _occurrences(rule, facts, events, ctx)
+
+
+def _occurrences(rule: Rule, facts: Facts, events: Iterable[EventFact], ctx: PlanContext) -> list[Occurrence]:
     t = rule.trigger
     zone = ctx.policy.zone
     first = ctx.today - timedelta(days=ctx.lookback_days)
