@@ -13,7 +13,8 @@ All data is fictional: phone numbers only use the obviously fake ranges 06-1234x
 count, and the first *k* tenants of a larger run are identical to a run with ``--tenants k``.
 Rows are streamed to disk one at a time, so memory use does not grow with the tenant count.
 
-Only the standard library is used, so it runs without installing nudger:
+It takes the column names from ``nudger.data`` (one contract), so run it with the Python that
+has nudger installed (``pip install -e .``):
 
   python benchmarks/make_data.py --tenants 100000 --out /tmp/bench100k
 
