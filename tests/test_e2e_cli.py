@@ -254,7 +254,21 @@ def test_missing_secret_names_the_variable(tmp_path: Path) -> None:
 
 
 def test_every_command_has_help_with_an_example(example: Path) -> None:
-    for command in ("check", "plan", "preview", "send", "run", "import", "event", "history", "schema"):
+    for command in (
+        "check",
+        "plan",
+        "preview",
+        "send",
+        "run",
+        "import",
+        "event",
+        "history",
+        "schema",
+        "calls",
+        "called",
+        "pause",
+        "resume",
+    ):
         result = nudger(example, command, "--help")
         assert result.code == 0 and "Example:" in result.out, command
 
