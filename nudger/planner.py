@@ -76,15 +76,6 @@ class PlanContext:
     existing: frozenset[str] = frozenset()  # keys already in the ledger: they keep their slot
     booked: Mapping[str, Sequence[datetime]] = field(default_factory=dict)  # tenant -> sends and slots in the ledger
 
-    @cached_property
-    def condition_names(self) -> frozenset[str]:
-        """The names the rules' conditions use: planning works out only these facts."""
-        names: set[str] = set()
-        for rule in self.rulebook.rules.values():
-            if rule.condition is not None:
-                names |= rule.condition.names
-        return frozenset(names)
-
     _durations: dict[str, Duration | None] = field(default_factory=dict)
     calendar_occurrences: dict[str, list[Occurrence]] = field(default_factory=dict)  # per rule, for the plan
 
@@ -258,10 +249,15 @@ def plan_tenant(
             signer = ctx.rulebook.signer(record.officer, day)
             nudge.signer = signer.key if signer else ""
             if rule.condition is not None:
-                signer_key = signer.key if signer else ""
-                if signer_key not in scopes:  # worked out once per tenant (and signer), not per rule
-                    scopes[signer_key] = build_scope(facts, signer, language, names=ctx.condition_names)
-                scope = scopes[signer_key] if occ.event is None else {**scopes[signer_key], "event": occ.event}
+                # only the names this condition reads, each worked out once per tenant (and signer):
+                # most tenants never need their late history
+                known = scopes.setdefault(signer.key if signer else "", {})
+                missing = rule.condition.names - known.keys()
+                if missing:
+                    known.update(build_scope(facts, signer, language, names=missing))
+                scope = {n: known[n] for n in rule.condition.names if n in known}
+                if occ.event is not None:
+                    scope["event"] = occ.event
                 try:
                     holds = rule.condition(scope)
                 except (TemplateError, TypeError, ValueError, ArithmeticError) as exc:
