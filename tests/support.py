@@ -13,6 +13,18 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Two officers who back each other up: the smallest officers.yaml for rulebooks built in a test.
+OFFICERS_YAML = """\
+fatima:
+  name: Fatima el Amrani
+  role: uw vaste contactpersoon
+  phone: "+31 20 555 0101"
+  backup: jan
+jan:
+  name: Jan de Boer
+  backup: fatima
+"""
+
 
 @dataclass
 class Result:

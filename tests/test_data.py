@@ -138,7 +138,9 @@ def test_good_files_are_read(tmp_path):
     assert data.records["T-2"].rent == Decimal("700.00")
     history = data.records["T-2"].payment_history()  # payments are kept in short while reading
     assert (history.paid_on_time(2026, 11), history.count, history.last_paid_on) == (
-        Decimal(0), 1, date(2026, 11, 2)  # paid on the 2nd, due on the 1st: not on time
+        Decimal(0),
+        1,
+        date(2026, 11, 2),  # paid on the 2nd, due on the 1st: not on time
     )
     assert (data.tenant_rows, data.payment_rows) == (2, 2)
 

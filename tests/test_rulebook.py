@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from support import OFFICERS_YAML
 
 from nudger.config import load_config
 from nudger.errors import RulebookError
@@ -23,16 +24,7 @@ whatsapp_templates:
     content_sid: HX00000000000000000000000000000001
 """
 
-OFFICERS = """\
-fatima:
-  name: Fatima el Amrani
-  role: uw vaste contactpersoon
-  phone: "+31 20 555 0101"
-  backup: jan
-jan:
-  name: Jan de Boer
-  backup: fatima
-"""
+OFFICERS = OFFICERS_YAML
 
 # a good rule; the line numbers below are what the tests assert
 RULE = """\

@@ -12,6 +12,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from support import OFFICERS_YAML
 
 from nudger.config import load_config
 from nudger.tone import Segments, check_all, readability, sms_segments, syllables, words_for
@@ -30,16 +31,7 @@ whatsapp_templates:
     content_sid: HX00000000000000000000000000000001
 """
 
-OFFICERS = """\
-fatima:
-  name: Fatima el Amrani
-  role: uw vaste contactpersoon
-  phone: "+31 20 555 0101"
-  backup: jan
-jan:
-  name: Jan de Boer
-  backup: fatima
-"""
+OFFICERS = OFFICERS_YAML
 
 # The layout of every rule file below (`rule_file`); the tests assert these line numbers.
 #  1 id: tone-test
