@@ -21,7 +21,7 @@ from typing import Any
 from filelock import FileLock
 
 from nudger.config import Config
-from nudger.errors import ConfigError, PermanentChannelError, TemporaryChannelError
+from nudger.errors import ConfigError, PermanentChannelError, TemporaryChannelError, UncertainChannelError
 from nudger.protocols import NEEDS_ADDRESS, Message, Receipt
 
 from .outbox import write_private
@@ -295,8 +295,10 @@ class PrintChannel:
                 argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=self.timeout, check=False
             )
         except subprocess.TimeoutExpired:
-            raise TemporaryChannelError(
-                f"print command `{program}` did not finish within {self.timeout:g} s", code="timeout"
+            # it started and may have queued the job: trying again could print the letter twice
+            raise UncertainChannelError(
+                f"print command `{program}` did not finish within {self.timeout:g} s; the job may be queued",
+                code="timeout",
             ) from None
         except OSError as exc:
             raise TemporaryChannelError(

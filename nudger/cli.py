@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from .config import Config, load_config
 from .errors import NudgerError, RulebookError
@@ -662,6 +663,14 @@ def main() -> None:
     except NudgerError as exc:
         click.echo(f"nudger: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except SQLAlchemyError as exc:  # the store failed: say how, never with the data it was given
+        cause = getattr(exc, "orig", None)
+        click.echo(
+            f"nudger: the store could not be used ({type(cause or exc).__name__}: {cause or 'see the store'})"
+            "; nothing was changed by this command",
+            err=True,
+        )
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -98,6 +98,17 @@ class Daemon:
         return ok, data
 
     # jobs --------------------------------------------------------------------------------------
+    def guarded(self, job: Callable[[], Any], name: str) -> Callable[[], None]:
+        """A scheduler job that logs its failure in one line and keeps the daemon running."""
+
+        def run() -> None:
+            try:
+                job()
+            except Exception as exc:  # noqa: BLE001 - any failure: one line (no data), then the next run
+                warn("job_failed", job=name, reason=type(exc).__name__)
+
+        return run
+
     def import_and_plan(self) -> None:
         try:
             self.engine.import_data()
@@ -166,34 +177,32 @@ class Daemon:
             elif t.kind == "at" and t.at is not None and t.at > self.engine.now():
                 trigger = DateTrigger(t.at)
             if trigger is not None:
-                self.scheduler.add_job(
-                    self.plan, trigger, args=[[rule.id]], id=f"rule:{rule.id}", replace_existing=True
-                )
+                job = self.guarded(lambda rid=rule.id: self.plan([rid]), f"rule:{rule.id}")
+                self.scheduler.add_job(job, trigger, id=f"rule:{rule.id}", replace_existing=True)
 
     # life --------------------------------------------------------------------------------------
     def start(self) -> None:
         s = self.config.schedule
         sched = self.scheduler
         now = datetime.now(self.config.zone)
-        sched.add_job(
-            self.import_and_plan, CronTrigger.from_crontab(s.import_cron, timezone=self.config.zone), id="import"
-        )
-        sched.add_job(self.plan, IntervalTrigger(minutes=s.plan_every_minutes), id="plan", next_run_time=now)
-        sched.add_job(
-            self.dispatch, IntervalTrigger(seconds=s.dispatch_every_seconds), id="dispatch", next_run_time=now
-        )
-        sched.add_job(self.watch_rules, IntervalTrigger(seconds=5), id="watch")
+        cron = CronTrigger.from_crontab(s.import_cron, timezone=self.config.zone)
+        sched.add_job(self.guarded(self.import_and_plan, "import"), cron, id="import")
+        plan_every = IntervalTrigger(minutes=s.plan_every_minutes)
+        sched.add_job(self.guarded(self.plan, "plan"), plan_every, id="plan", next_run_time=now)
+        every = IntervalTrigger(seconds=s.dispatch_every_seconds)
+        sched.add_job(self.guarded(self.dispatch, "dispatch"), every, id="dispatch", next_run_time=now)
+        sched.add_job(self.guarded(self.watch_rules, "watch"), IntervalTrigger(seconds=5), id="watch")
         digest_at = (self.config.channels["call"].model_extra or {}).get("digest_at")
         if digest_at:
             hour, minute = (int(x) for x in str(digest_at).split(":"))
             sched.add_job(
-                self.engine.send_call_digests,
+                self.guarded(self.engine.send_call_digests, "call-digest"),
                 CronTrigger(hour=hour, minute=minute, timezone=self.config.zone),
                 id="call-digest",
             )
         self.schedule_rule_moments(self.engine.rulebook)
         if self.engine.ledger.last_accepted_import() is None:
-            sched.add_job(self.import_and_plan, id="first-import", next_run_time=now)
+            sched.add_job(self.guarded(self.import_and_plan, "import"), id="first-import", next_run_time=now)
         sched.start()
         web = self.config.web
         if web.enabled:
@@ -220,7 +229,7 @@ def run_daemon(config: Config) -> None:
         engine = Engine(config)
         book = load_checked(config, engine.today(), engine.data_sample()[0])
         engine.rulebook = book
-        engine.recover()
+        engine.recover()  # claims of a daemon that died, once their lease has run out
         daemon = Daemon(config, engine)
         signal.signal(signal.SIGTERM, lambda n, f: daemon.stop(n))
         signal.signal(signal.SIGINT, lambda n, f: daemon.stop(n))

@@ -62,8 +62,12 @@ class DispatchReport:
 class Dispatching:
     """Dispatch, mixed into the Engine."""
 
-    def recover(self, *, everything: bool = False) -> tuple[int, int]:
-        released, uncertain = self.ledger.recover(self.now(), everything=everything)
+    def _move(self, nudge_id: int, to_state: str, now: datetime, reason: str = "", **fields: Any) -> bool:
+        """A state change by this worker: from `claimed` only while the claim is still its own."""
+        return self.ledger.move(nudge_id, to_state, now, reason, worker=self.worker, **fields)
+
+    def recover(self) -> tuple[int, int]:
+        released, uncertain = self.ledger.recover(self.now())
         if released or uncertain:
             warn("recovered_claims", released=released, uncertain=uncertain)
         return released, uncertain
@@ -79,7 +83,7 @@ class Dispatching:
             for i, claimed in enumerate(batch):
                 if self.stop.is_set():
                     for rest in batch[i:]:
-                        self.ledger.move(rest.id, PLANNED, self.now(), "released at shutdown")
+                        self._move(rest.id, PLANNED, self.now(), "released at shutdown")
                         report.add("released", rest, "released at shutdown")
                     break
                 self.dispatch_one(claimed, report)
@@ -101,34 +105,33 @@ class Dispatching:
         slot = next_slot(earliest, c.expires_at, self.policy, windows, blocked_until=blocked_until)
         if slot.at is None:
             reason = f"{why}; {slot.reason}"
-            self.ledger.move(c.id, EXPIRED, now, reason)
+            self._move(c.id, EXPIRED, now, reason)
             report.add("expired", c, reason)
             log("nudge_expired", key=c.key, tenant=c.tenant_id, rule=c.rule_id)
         else:
             reason = f"{why}: moved to {slot.at.astimezone(self.config.zone).isoformat(timespec='minutes')}"
-            self.ledger.move(c.id, PLANNED, now, reason, send_at=slot.at)
+            self._move(c.id, PLANNED, now, reason, send_at=slot.at)
             report.add("moved", c, reason)
 
     def dispatch_one(self, c: Claimed, report: DispatchReport) -> None:
         now = self.now()
         today = now.date()
-        ledger = self.ledger
         book = self.rulebook
         rule = book.rules.get(c.rule_id)
         if rule is None or not rule.enabled:
             why = "the rule was removed from the rulebook" if rule is None else "the rule was switched off"
-            ledger.move(c.id, "cancelled", now, why)
+            self._move(c.id, "cancelled", now, why)
             report.add("cancelled", c, why)
             return
         if now >= c.expires_at:
             why = "expired before it could be sent"
-            ledger.move(c.id, EXPIRED, now, why)
+            self._move(c.id, EXPIRED, now, why)
             report.add("expired", c, why)
             return
         facts = self.facts(today, [c.tenant_id]).get(c.tenant_id)
         if facts is None:
             why = "the tenant is no longer in the data"
-            ledger.move(c.id, "cancelled", now, why)
+            self._move(c.id, "cancelled", now, why)
             report.add("cancelled", c, why)
             return
         record = facts.record
@@ -141,12 +144,12 @@ class Dispatching:
                 return
         if not still_fires(rule, facts, c.occurrence):
             why = f"no longer due: {rule.trigger.describe()} does not hold on the newest data"
-            ledger.move(c.id, "cancelled", now, why)
+            self._move(c.id, "cancelled", now, why)
             report.add("cancelled", c, why)
             return
         if rule.during_arrangement == "skip" and facts.arrangement:
             why = "a payment arrangement is active"
-            ledger.move(c.id, "cancelled", now, why)
+            self._move(c.id, "cancelled", now, why)
             report.add("cancelled", c, why)
             return
         language = record.language if record.language in self.config.locales else self.config.default_language
@@ -161,7 +164,7 @@ class Dispatching:
             else:
                 why = "the condition no longer holds (the facts changed since it was planned)"
             if not holds:
-                ledger.move(c.id, "cancelled", now, why)
+                self._move(c.id, "cancelled", now, why)
                 report.add("cancelled", c, why)
                 return
         if not allowed_now(now, self.policy, windows):
@@ -285,17 +288,22 @@ class Dispatching:
                 message = self.build_message(c.key, rule, facts, signer, language, scope, name, now)
             except (TemplateError, TypeError, ValueError, ArithmeticError) as exc:
                 why = f"the text could not be rendered for {name} ({type(exc).__name__}): run nudger check"
-                ledger.move(c.id, FAILED, now, why)
+                self._move(c.id, FAILED, now, why)
                 report.add("failed", c, why, name)
                 warn("render_failed", key=c.key, rule=c.rule_id)
                 return
             self.limiter(name).wait()
-            ledger.mark_sending(c.id, now, name)
+            if not ledger.mark_sending(c.id, self.now(), name, self.worker, LEASE):
+                # the claim ran out while earlier messages of the batch were slow: another worker
+                # may have it now. Not sending is the only way to be sure it never goes twice.
+                report.add("released", c, "the claim ran out before it could be handed over", name)
+                warn("claim_lost", key=c.key, channel=name)
+                return
             try:
                 receipt = self.channels[name].send(message)
             except UncertainChannelError as exc:
                 why = f"{name}: {exc.reason}; it may or may not have gone, so it is never resent"
-                ledger.move(c.id, UNCERTAIN, self.now(), why, channel=name, attempts=c.attempts + 1)
+                self._move(c.id, UNCERTAIN, self.now(), why, channel=name, attempts=c.attempts + 1)
                 report.add("uncertain", c, why, name)
                 warn("nudge_uncertain", key=c.key, channel=name, code=exc.code)
                 return
@@ -308,7 +316,7 @@ class Dispatching:
                 reasons.append(f"{name}: {exc.reason}")
                 if exc.code == "21610":  # the tenant sent STOP to the provider: respect it here too
                     ledger.opt_out(c.tenant_id, name, now, "provider")
-                ledger.move(
+                self._move(
                     c.id,
                     CLAIMED,
                     now,
@@ -322,22 +330,25 @@ class Dispatching:
             signed = f"signed by {signer.key}" + (
                 f" (backup of {facts.record.officer})" if signer.key != facts.record.officer else ""
             )
-            ledger.move(
+            recorded = self._move(
                 c.id,
                 SENT,
                 self.now(),
                 f"sent by {name}, {signed}",
                 channel=name,
+                expect=(CLAIMED, UNCERTAIN),  # a send that outlived its lease was marked uncertain: it went
                 receipt=receipt.id[:300],
                 sent_at=self.now(),
                 attempts=c.attempts + 1,
                 segments=sms_segments(sms_safe(message.text)).count if name == "sms" else None,
             )
+            if not recorded:
+                warn("sent_not_recorded", key=c.key, channel=name)
             report.add("sent", c, "", name)
             log("nudge_sent", key=c.key, tenant=c.tenant_id, rule=c.rule_id, channel=name)
             return
         why = "no channel left: " + ("; ".join(reasons) if reasons else "the tenant has no channel")
-        ledger.move(c.id, FAILED, self.now(), why, tried_channels=tried)
+        self._move(c.id, FAILED, self.now(), why, tried_channels=tried)
         report.add("failed", c, why)
         log("nudge_failed", key=c.key, tenant=c.tenant_id, rule=c.rule_id)
 
@@ -349,11 +360,11 @@ class Dispatching:
         at = now + timedelta(seconds=delay)
         if attempt >= r.max_attempts or at >= c.expires_at:
             why = f"{channel}: {exc.reason}; gave up after {attempt} attempt(s)"
-            self.ledger.move(c.id, FAILED, now, why, channel=channel, attempts=attempt)
+            self._move(c.id, FAILED, now, why, channel=channel, attempts=attempt)
             report.add("failed", c, why, channel)
             return
         why = f"{channel}: {exc.reason} (temporary); retry {attempt + 1} at {at.astimezone(self.config.zone):%H:%M:%S}"
-        self.ledger.move(c.id, PLANNED, now, why, channel=channel, attempts=attempt, send_at=at)
+        self._move(c.id, PLANNED, now, why, channel=channel, attempts=attempt, send_at=at)
         report.add("retry", c, why, channel)
         log("nudge_retry", key=c.key, channel=channel, attempt=attempt, code=exc.code)
 

@@ -226,6 +226,7 @@ class Ledger:
         kwargs: dict[str, Any] = {"future": True}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
+        kwargs["hide_parameters"] = True  # an error message must never carry tenants' data
         try:
             self.engine = create_engine(url, **kwargs)
         except (SQLAlchemyError, ImportError) as exc:
@@ -360,12 +361,20 @@ class Ledger:
                 for r in rows
             ]
 
-    def mark_sending(self, nudge_id: int, now: datetime, channel: str) -> None:
-        """Record that the message is being handed to the channel: after this, a crash is `uncertain`."""
+    def mark_sending(self, nudge_id: int, now: datetime, channel: str, worker: str, lease: timedelta) -> bool:
+        """Record that the message is being handed to the channel: after this, a crash is `uncertain`.
+
+        Only while this worker still holds the claim (it renews the lease); False means the claim
+        was lost (its lease ran out and another process released it): the message must not go.
+        """
         with self.session() as s:
-            s.execute(
-                update(Nudge).where(Nudge.id == nudge_id).values(send_started_at=now, channel=channel, updated_at=now)
+            stmt = (
+                update(Nudge)
+                .where(Nudge.id == nudge_id, Nudge.state == CLAIMED, Nudge.claimed_by == worker)
+                .values(send_started_at=now, channel=channel, updated_at=now, claimed_until=now + lease)
+                .returning(Nudge.id)
             )
+            return bool(s.execute(stmt).all())
 
     def move(
         self,
@@ -375,63 +384,72 @@ class Ledger:
         reason: str = "",
         *,
         channel: str | None = None,
-        expect: str | None = CLAIMED,
+        expect: str | tuple[str, ...] | None = CLAIMED,
+        worker: str | None = None,
         **fields: Any,
     ) -> bool:
-        """Change a nudge's state and record the transition. With `expect`, only from that state."""
+        """Change a nudge's state and record the transition; with `expect`, only from that state
+        (or one of those), and from `claimed` only by the `worker` holding the claim. The change is a
+        conditional update: if another process changed the row in between, nothing happens and
+        False comes back."""
+        expects = (expect,) if isinstance(expect, str) else expect
+        values: dict[str, Any] = {"state": to_state, "reason": reason, "updated_at": now, **fields}
+        if to_state != CLAIMED:
+            values.update(claimed_by=None, claimed_until=None, send_started_at=None)
+        if channel is not None:
+            values["channel"] = channel
         with self.session() as s:
-            row = s.get(Nudge, nudge_id, with_for_update=self.engine.dialect.name == "postgresql")
-            if row is None or (expect is not None and row.state != expect):
+            current = s.scalar(select(Nudge.state).where(Nudge.id == nudge_id))
+            if current is None or (expects is not None and current not in expects):
+                return False
+            stmt = update(Nudge).where(Nudge.id == nudge_id, Nudge.state == current)
+            if worker is not None and current == CLAIMED:  # a claim is changed only by its own worker
+                stmt = stmt.where(Nudge.claimed_by == worker)
+            stmt = stmt.values(**values)
+            if not s.execute(stmt.returning(Nudge.id)).all():
                 return False
             s.add(
                 Transition(
-                    nudge_id=nudge_id, at=now, from_state=row.state, to_state=to_state, channel=channel, reason=reason
+                    nudge_id=nudge_id, at=now, from_state=current, to_state=to_state, channel=channel, reason=reason
                 )
             )
-            row.state = to_state
-            row.reason = reason
-            row.updated_at = now
-            if to_state != CLAIMED:
-                row.claimed_by = None
-                row.claimed_until = None
-                row.send_started_at = None
-            if channel is not None:
-                row.channel = channel
-            for k, v in fields.items():
-                setattr(row, k, v)
             return True
 
-    def recover(self, now: datetime, *, everything: bool = False) -> tuple[int, int]:
-        """Claims whose daemon died: back to planned if nothing was handed over yet, else `uncertain`.
-
-        `everything` treats every claim as dead (the embedded store at start-up holds the only lock).
+    def recover(self, now: datetime) -> tuple[int, int]:
+        """Claims whose lease ran out (their daemon died): back to planned if nothing was handed
+        over yet, else `uncertain`. Each row changes only if it is still such a claim at that
+        moment (a conditional update), so a live worker's claim is never taken from under it.
         Returns (released, uncertain).
         """
         released = uncertain = 0
+        outcomes = (
+            (Nudge.send_started_at.is_(None), PLANNED, "released: the daemon stopped before handing it over"),
+            (
+                Nudge.send_started_at.is_not(None),
+                UNCERTAIN,
+                "the daemon stopped while handing it to the channel; it may or may not have gone: "
+                "check with the tenant, never resent",
+            ),
+        )
         with self.session() as s:
-            q = select(Nudge).where(Nudge.state == CLAIMED)
-            if not everything:
-                q = q.where(Nudge.claimed_until < now)
-            for row in s.scalars(q):
-                if row.send_started_at is None:
-                    to, reason = PLANNED, "released: the daemon stopped before handing it over"
-                    released += 1
-                else:
-                    to, reason = (
-                        UNCERTAIN,
-                        (
-                            "the daemon stopped while handing it to the channel; "
-                            "it may or may not have gone: check with the tenant, never resent"
-                        ),
-                    )
-                    uncertain += 1
-                s.add(
-                    Transition(
-                        nudge_id=row.id, at=now, from_state=CLAIMED, to_state=to, channel=row.channel, reason=reason
-                    )
+            for started, to, reason in outcomes:
+                stmt = (
+                    update(Nudge)
+                    .where(Nudge.state == CLAIMED, Nudge.claimed_until < now, started)
+                    .values(state=to, reason=reason, updated_at=now, claimed_by=None, claimed_until=None)
+                    .returning(Nudge.id, Nudge.channel)
                 )
-                row.state, row.reason, row.updated_at = to, reason, now
-                row.claimed_by = row.claimed_until = None
+                rows = s.execute(stmt).all()
+                for nudge_id, channel in rows:
+                    s.add(
+                        Transition(
+                            nudge_id=nudge_id, at=now, from_state=CLAIMED, to_state=to, channel=channel, reason=reason
+                        )
+                    )
+                if to == PLANNED:
+                    released += len(rows)
+                else:
+                    uncertain += len(rows)
         return released, uncertain
 
     def live_keys(self, now: datetime) -> set[str]:
@@ -504,13 +522,20 @@ class Ledger:
     def sent_times(self, tenant_id: str, since: datetime) -> list[datetime]:
         """When tenant-facing messages went to this tenant since `since` (tasks do not count)."""
         with self.session() as s:
-            q = select(Nudge.sent_at).where(
+            sent = select(Nudge.sent_at).where(
                 Nudge.tenant_id == tenant_id,
                 Nudge.kind != "task",
                 Nudge.sent_at >= since,
                 Nudge.state.in_((SENT, DELIVERED, READ, UNCERTAIN)),
             )
-            return [t for t in s.scalars(q) if t is not None]
+            # being handed over right now by another worker counts too (several daemons)
+            in_hand = select(Nudge.send_started_at).where(
+                Nudge.tenant_id == tenant_id,
+                Nudge.kind != "task",
+                Nudge.state == CLAIMED,
+                Nudge.send_started_at >= since,
+            )
+            return [t for t in [*s.scalars(sent), *s.scalars(in_hand)] if t is not None]
 
     def nudges(
         self,

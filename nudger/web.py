@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -72,7 +73,8 @@ def handle_inbound(engine: Any, params: dict[str, str]) -> str:
         return "unknown sender"
     now = engine.now()
     engine.ledger.record_inbound(tenant, channel, now)
-    words = " ".join(params.get("Body", "").upper().split())
+    # "Stop.", "stop!", "STOP 🙏": punctuation and symbols do not hide the wish
+    words = " ".join(re.sub(r"[^\w ]+", " ", params.get("Body", "")).upper().split())
     if words in STOP_ALL:
         engine.ledger.opt_out(tenant, "all", now, "reply")
         log("opted_out", tenant=tenant, channel="all")

@@ -182,7 +182,7 @@ def test_webhooks_are_signed_and_move_the_ledger(tmp_path: Path, servers) -> Non
         assert next(n for n in engine.ledger.nudges(tenant_id="T-1006") if n.id == sent.id).state == "delivered"
 
         # the tenant answers STOP: SMS is off for them; a later message goes another way or not at all
-        assert _post(f"{base}/twilio/inbound", {"From": T1006, "Body": "stop"}, twilio.auth_token, public) == 200
+        assert _post(f"{base}/twilio/inbound", {"From": T1006, "Body": "Stop."}, twilio.auth_token, public) == 200
         assert engine.ledger.opted_out("T-1006") == {"sms"}
         usable, skipped = engine.candidate_channels(
             engine.rulebook.rules["repair-check-in"], engine.facts(clock["now"].date(), ["T-1006"])["T-1006"], ()

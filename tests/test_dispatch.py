@@ -158,7 +158,9 @@ def test_crash_inside_a_send_is_uncertain_and_never_resent(setup) -> None:
     ledger = engine.ledger
     claimed = ledger.claim_due(clock.at, "dead-worker", limit=10, lease=timedelta(minutes=10))
     assert len(claimed) == 2
-    ledger.mark_sending(claimed[0].id, clock.at, "sms")  # died inside the first send
+    assert ledger.mark_sending(
+        claimed[0].id, clock.at, "sms", "dead-worker", timedelta(minutes=10)
+    )  # died inside the first send
     clock.at += timedelta(minutes=11)
     engine.dispatch()
     rows = {r.id: r for r in ledger.nudges()}
@@ -176,3 +178,31 @@ def test_stop_releases_the_rest_of_the_batch(setup) -> None:
     report = engine.dispatch()
     assert report.sent == 0
     assert all(n.state in ("planned", "expired") for n in engine.ledger.nudges())
+
+
+def test_a_slow_batch_never_sends_what_another_worker_took_over(setup) -> None:
+    """Worker A's first send is so slow that its lease runs out; worker B releases and sends the rest.
+    A must then not send those too (promise 1)."""
+    engine_a, clock, t = setup
+    engine_a.import_data()
+    engine_a.plan(tenant_ids=["T-1006", "T-1016", "T-1018"])
+    engine_b = Engine(engine_a.config, clock=clock, channels=t, worker="worker-b")
+    first = {"done": False}
+    real_send = t["sms"].send
+
+    def slow_send(message):
+        receipt = real_send(message)
+        if not first["done"]:
+            first["done"] = True
+            clock.at += timedelta(minutes=11)  # A is stuck in this send past its lease
+            engine_b.dispatch()  # B releases A's other claims and sends them
+        return receipt
+
+    t["sms"].send = slow_send
+    try:
+        engine_a.dispatch()
+    finally:
+        engine_b.close()
+    keys = [m.key for m in t["sms"].sent]
+    assert len(keys) == 3 and len(set(keys)) == 3  # each once
+    assert {n.state for n in engine_a.ledger.nudges() if n.key in keys} == {"sent"}

@@ -92,7 +92,7 @@ def test_concurrent_claimers_never_share_a_nudge(ledger: Ledger) -> None:
 def test_recover_releases_unstarted_and_marks_started_uncertain(ledger: Ledger) -> None:
     ledger.add_planned([nudge("a:T-1:x"), nudge("b:T-1:x")], NOW)
     a, b = ledger.claim_due(NOW, "dead", limit=10, lease=timedelta(minutes=5))
-    ledger.mark_sending(a.id, NOW, "sms")
+    assert ledger.mark_sending(a.id, NOW, "sms", "dead", timedelta(minutes=5))
     assert ledger.recover(NOW + timedelta(minutes=1)) == (0, 0)  # the lease still runs
     assert ledger.recover(NOW + timedelta(minutes=6)) == (1, 1)
     states = {n.key: n.state for n in ledger.nudges()}
@@ -140,3 +140,27 @@ def test_tenant_state_upsert_and_absence(ledger: Ledger) -> None:
     summaries = ledger.tenant_summaries()
     assert set(summaries) == {"T-1"} and summaries["T-1"][0] == "d3"
     assert ledger.tenant_by_phone("+31612345678") == "T-1" and ledger.tenant_by_phone("+31600000000") is None
+
+
+def test_a_claim_that_ran_out_cannot_be_handed_over_by_its_old_worker(ledger: Ledger) -> None:
+    ledger.add_planned([nudge("a:T-1:x")], NOW)
+    (mine,) = ledger.claim_due(NOW, "slow", limit=1, lease=timedelta(minutes=5))
+    later = NOW + timedelta(minutes=6)
+    assert ledger.recover(later) == (1, 0)  # released by another process: the lease ran out
+    (theirs,) = ledger.claim_due(later, "fast", limit=1, lease=timedelta(minutes=5))
+    assert not ledger.mark_sending(mine.id, later, "sms", "slow", timedelta(minutes=5))
+    assert ledger.mark_sending(theirs.id, later, "sms", "fast", timedelta(minutes=5))
+    assert not ledger.move(mine.id, "failed", later, "a stale worker's word", worker="slow")  # fast's claim now
+    assert ledger.move(theirs.id, "sent", later, "sent by sms", worker="fast", sent_at=later)
+
+
+def test_store_errors_never_carry_the_data_they_were_given(ledger: Ledger) -> None:
+    from sqlalchemy import insert
+    from sqlalchemy.exc import IntegrityError
+
+    from nudger.ledger import OptOut
+
+    ledger.opt_out("T-1", "sms", NOW, "reply")
+    with pytest.raises(IntegrityError) as caught, ledger.session() as s:
+        s.execute(insert(OptOut).values(tenant_id="T-1", channel="sms", at=NOW, source="secret-0612345678"))
+    assert "0612345678" not in str(caught.value) and "hidden" in str(caught.value)

@@ -261,3 +261,13 @@ def test_bad_settings_are_config_errors(tmp_path: Path) -> None:
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_a_print_command_that_hangs_is_uncertain_not_retried(tmp_path: Path) -> None:
+    """It started and may have queued the job: trying again could print the letter twice."""
+    from nudger.errors import UncertainChannelError
+
+    channel = make_channel(tmp_path, command=f"{sys.executable} -c 'import time; time.sleep(5)'", command_timeout=1)
+    with pytest.raises(UncertainChannelError) as caught:
+        channel.send(make_message())
+    assert caught.value.code == "timeout" and not caught.value.temporary
