@@ -77,7 +77,7 @@ class PlanContext:
     booked: Mapping[str, Sequence[datetime]] = field(default_factory=dict)  # tenant -> sends and slots in the ledger
 
     _durations: dict[str, Duration | None] = field(default_factory=dict)
-    calendar_occurrences: dict[str, list[Occurrence]] = field(default_factory=dict)  # per rule, for the plan
+    calendar_occurrences: dict[str, list[Occurrence]] = field(default_factory=dict)  # per rule (and due day)
 
     @cached_property
     def today(self) -> date:
@@ -111,6 +111,11 @@ def occurrences(rule: Rule, facts: Facts, events: Iterable[EventFact], ctx: Plan
         return ctx.calendar_occurrences[rule.id]
     if t.kind == "on" and not events:
         return []
+    if t.kind in ("before", "after") and t.fact == "rent_due":  # the same for every tenant with that due day
+        key = f"{rule.id}@{facts.record.due_day}"
+        if key not in ctx.calendar_occurrences:
+            ctx.calendar_occurrences[key] = _occurrences(rule, facts, events, ctx)
+        return ctx.calendar_occurrences[key]
     return _occurrences(rule, facts, events, ctx)
 
 
