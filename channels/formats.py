@@ -86,7 +86,7 @@ def letter_text(message: Message) -> str:
         if message.created is not None:
             from babel.dates import format_date
 
-            lines += [format_date(message.created.date(), "long", locale=_locale(message)), ""]
+            lines += [format_date(message.created.date(), "long", locale=message.locale), ""]
         if message.subject:
             lines += [message.subject, ""]
     lines.append(message.text)
@@ -107,10 +107,6 @@ def call_task_text(message: Message) -> str:
         )
         + "\n"
     )
-
-
-def _locale(message: Message) -> str:
-    return {"en": "en_GB"}.get(message.recipient.language, "nl_NL")
 
 
 def as_json(fields: dict[str, Any]) -> str:

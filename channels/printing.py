@@ -31,7 +31,6 @@ MANIFEST_FIELDS = ("nudge_key", "tenant_id", "officer", "kind", "file", "pages",
 
 A4 = (210.0, 297.0)
 A6_LANDSCAPE = (148.0, 105.0)
-_LOCALES = {"en": "en_GB"}
 # The lines of the engine's letter signature that carry the direct number (nudger.render._CLOSINGS).
 _PHONE_LINE = re.compile(r"^(Direct nummer|Direct line)\s*:", re.IGNORECASE)
 
@@ -232,7 +231,7 @@ class PrintChannel:
 
         assert message.created is not None
         when = message.created.astimezone(self.config.zone) if message.created.tzinfo else message.created
-        return format_date(when.date(), "long", locale=_LOCALES.get(message.recipient.language, "nl_NL"))
+        return format_date(when.date(), "long", locale=message.locale)
 
     def _day(self, message: Message) -> date:
         if message.created is None:

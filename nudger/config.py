@@ -195,6 +195,17 @@ class Config(_Strict):
     def locale_for(self, language: str | None) -> str:
         return self.locales.get(language or self.default_language, self.locale)
 
+    def language(self, wanted: str | None) -> str:
+        """The tenant's language when the rulebook can speak it, else the default language."""
+        return wanted if wanted in self.locales else self.default_language
+
+    def display_path(self, path: Path) -> str:
+        """A path as officers see it in findings: relative to config.yaml's folder when inside it."""
+        try:
+            return str(path.relative_to(self.base_dir))
+        except ValueError:
+            return str(path)
+
 
 def _interpolate(value: Any, path: tuple, located: Located, problems: list[str]) -> Any:
     if isinstance(value, dict):

@@ -152,7 +152,7 @@ class Dispatching:
             self._move(c.id, "cancelled", now, why)
             report.add("cancelled", c, why)
             return
-        language = record.language if record.language in self.config.locales else self.config.default_language
+        language = self.config.language(record.language)
         signer = book.signer(record.officer, today)
         event = _event_from_occurrence(c.occurrence) if rule.trigger.kind == "on" else None
         scope = build_scope(facts, signer, language, event)
@@ -260,6 +260,7 @@ class Dispatching:
             template_sid=tmpl_sid,
             template_variables=variables,
             opening=opening_line(facts, officer, org.name, lang) if channel == "call" else "",
+            locale=locale,
         )
 
     def in_whatsapp_session(self, facts: Facts, now: datetime) -> bool:

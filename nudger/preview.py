@@ -26,7 +26,7 @@ def preview_text(engine, rule_id: str, tenant_id: str, channel: str | None) -> s
     if facts is None:
         raise NudgerError(f"tenant {tenant_id} is not in the data: check the id")
     record = facts.record
-    language = record.language if record.language in engine.config.locales else engine.config.default_language
+    language = engine.config.language(record.language)
     signer = book.signer(record.officer, today)
     if signer is None:
         raise NudgerError(

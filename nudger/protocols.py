@@ -49,6 +49,7 @@ class Message:
     template_sid: str = ""  # WhatsApp: the approved template
     template_variables: dict[str, str] = field(default_factory=dict)
     opening: str = ""  # call tasks: a suggested first sentence for the officer
+    locale: str = "nl_NL"  # the locale the text was written in: dates on letters follow it
 
     @property
     def text(self) -> str:

@@ -249,7 +249,7 @@ class _Loader:
                 )
             )
             return {}
-        located, problems = load_yaml(path, display=self._name(path))
+        located, problems = load_yaml(path, display=self.config.display_path(path))
         self.findings.extend(problems)
         if problems:
             return {}
@@ -357,7 +357,7 @@ class _Loader:
         path = self.folder / "tenants.yaml"
         if not path.exists():
             return {}
-        located, problems = load_yaml(path, display=self._name(path))
+        located, problems = load_yaml(path, display=self.config.display_path(path))
         self.findings.extend(problems)
         if problems or located.data is None:
             return {}
@@ -420,7 +420,7 @@ class _Loader:
         if not files:
             self.findings.append(
                 Finding(
-                    self._name(self.folder),
+                    self.config.display_path(self.folder),
                     0,
                     "warning",
                     "the rulebook has no rules",
@@ -428,7 +428,7 @@ class _Loader:
                 )
             )
         for path in files:
-            located, problems = load_yaml(path, display=self._name(path))
+            located, problems = load_yaml(path, display=self.config.display_path(path))
             self.findings.extend(problems)
             if problems:
                 continue
@@ -675,12 +675,6 @@ class _Loader:
                 f"add `{self.config.default_language}:` under `text:`",
             )
         return texts, sources, lines
-
-    def _name(self, path: Path) -> str:
-        try:
-            return str(path.relative_to(self.config.base_dir))
-        except ValueError:
-            return str(path)
 
 
 def _is_type_tag(part: object) -> bool:

@@ -437,7 +437,7 @@ def rule_findings(config: Config, book: Rulebook, today: date, records: list[Ten
         if pref.window and not open_weekdays(policy, [parse_windows(list(pref.window))]):
             out.append(
                 Finding(
-                    _tenants_file(config),
+                    config.display_path(config.rules_path / "tenants.yaml"),
                     pref.line,
                     "warning",
                     f"tenant {tid}'s window never overlaps the organisation's hours ({config.pacing.hours})",
@@ -608,7 +608,7 @@ def check_all(
             if tid not in data_ids:
                 keep(
                     Finding(
-                        _tenants_file(config),
+                        config.display_path(config.rules_path / "tenants.yaml"),
                         pref.line,
                         "warning",
                         f"tenant {tid} is not in the data",
@@ -625,11 +625,3 @@ def load_checked(config: Config, today: date | None = None, records: list[Tenant
     if book is None or errors:
         raise RulebookError(errors or findings)
     return book
-
-
-def _tenants_file(config: Config) -> str:
-    path = config.rules_path / "tenants.yaml"
-    try:
-        return str(path.relative_to(config.base_dir))
-    except ValueError:
-        return str(path)

@@ -130,7 +130,9 @@ def test_letter_has_the_address_in_the_window_the_date_and_the_signature(tmp_pat
 def test_window_offsets_are_configurable_and_english_dates_are_english(tmp_path: Path) -> None:
     channel = make_channel(tmp_path, window_left_mm=110, window_top_mm=45)
     message = make_message()
-    message = replace(message, recipient=replace(message.recipient, language="en"))
+    message = replace(
+        message, locale="en_GB", recipient=replace(message.recipient, language="en")
+    )  # as the engine sets it
     channel.send(message)
     pdf = next((channel.spool / "2026-11-26" / "jdevries").glob("*.pdf"))
     x, top = where(text_positions(pdf), "Ayşe Kowalczyk-Łukasz")
