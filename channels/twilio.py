@@ -143,6 +143,7 @@ class _HttpClient(TwilioHttpClient):
 
 class _TwilioChannel:
     needs = NEEDS_MOBILE
+    concurrent = True  # one HTTP pool, the last answer kept per thread: several threads may send
 
     def __init__(self, name: str, section: Any, config: Config | None = None):
         self.name = name

@@ -644,6 +644,197 @@ def resume(ctx: Ctx) -> None:
     click.echo("messages go again" + (f" (the pause was until {was})" if was else " (there was no pause)"))
 
 
+# --- the store's schema --------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """The store's schema: see which version it has, upgrade it after installing a new nudger."""
+
+
+@db.command("upgrade")
+@pass_ctx
+def db_upgrade(ctx: Ctx) -> None:
+    """Bring the store's schema up to this nudger's (back up the store first).
+
+    Safe to run twice; run it once, from one machine, with the daemons stopped.
+
+    \b
+    Example:
+      nudger db upgrade
+    """
+    from .ledger import Ledger
+    from .log import log
+    from .schema import upgrade
+
+    ledger = Ledger(ctx.config.store_url, create=False)
+    try:
+        before, after = upgrade(ledger.engine)
+    finally:
+        ledger.close()
+    log("schema_upgraded", revision=before or "empty", head=after)
+    if before == after:
+        click.echo(f"the store is up to date (schema revision {after})")
+    else:
+        click.echo(f"the store's schema went from {before or 'empty'} to revision {after}")
+
+
+@db.command("current")
+@pass_ctx
+def db_current(ctx: Ctx) -> None:
+    """Show the store's schema revision and the one this nudger needs.
+
+    \b
+    Example:
+      nudger db current
+    """
+    from .ledger import Ledger, sqlite_path
+    from .schema import current, head
+
+    path = sqlite_path(ctx.config.store_url)
+    if path is not None and not path.exists():
+        raise NudgerError(f"there is no store yet at {ctx.config.display_path(path)}: `nudger import` makes it")
+    ledger = Ledger(ctx.config.store_url, create=False)
+    try:
+        with ledger.engine.connect() as conn:
+            rev = current(conn)
+    finally:
+        ledger.close()
+    need = head()
+    state = "up to date" if rev == need else "run `nudger db upgrade`" if rev else "empty"
+    click.echo(f"store: {rev or 'empty'}; this nudger: {need} ({state})")
+
+
+# --- what needs a person: status, release, cancel ----------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def status(ctx: Ctx, as_json: bool) -> None:
+    """List the nudges a person must look at: held, uncertain and failed.
+
+    
+    held       the mass-send guard stopped them: `nudger release RULE` or `nudger cancel RULE`
+    uncertain  they may or may not have gone out: check with the tenant; never resent
+    failed     no channel could deliver them: see the reason, fix the contact data
+
+    Exits 0 when there is nothing to look at, 3 when there is.
+
+    
+    Example:
+      nudger status
+    """
+    from .ledger import FAILED, HELD, UNCERTAIN
+
+    cfg = ctx.config
+    engine = ctx.engine(dry=True)
+    try:
+        rows = engine.ledger.nudges(states=[HELD, UNCERTAIN, FAILED])
+    finally:
+        engine.close()
+    groups: dict[str, list[Any]] = {HELD: [], UNCERTAIN: [], FAILED: []}
+    for n in rows:
+        groups[n.state].append(n)
+    if as_json:
+        _echo_json(
+            {
+                state: [
+                    {
+                        "key": n.key,
+                        "tenant": n.tenant_id,
+                        "rule": n.rule_id,
+                        "channel": n.channel,
+                        "send_at": n.send_at.isoformat() if n.send_at else None,
+                        "updated_at": n.updated_at.isoformat(),
+                        "reason": n.reason,
+                    }
+                    for n in items
+                ]
+                for state, items in groups.items()
+            }
+        )
+    else:
+        held_by: dict[tuple[str, str], int] = {}
+        for n in groups[HELD]:
+            day = n.send_at.astimezone(cfg.zone).date().isoformat() if n.send_at else "-"
+            held_by[(n.rule_id, day)] = held_by.get((n.rule_id, day), 0) + 1
+        click.echo(f"Held ({len(groups[HELD])}): the mass-send guard stopped these; nothing goes until you decide")
+        for (rule, day), count in sorted(held_by.items()):
+            click.echo(f"  {rule} on {day}: {count} message(s)")
+            click.echo(f"    let go: nudger release {rule} --date {day}    drop: nudger cancel {rule} --date {day}")
+        for state, title in (
+            (UNCERTAIN, "may or may not have gone out: check with the tenant, never resent"),
+            (FAILED, "could not be delivered"),
+        ):
+            click.echo(f"{state.capitalize()} ({len(groups[state])}): {title}")
+            for n in groups[state]:
+                click.echo(f"  {_local(n.updated_at, cfg)}  {n.tenant_id}  {n.rule_id}  {n.channel or '-'}: {n.reason}")
+    if rows:
+        sys.exit(3)
+
+
+def _held_days(ctx: Ctx, rule_id: str, day: datetime | None, verb: str) -> tuple[Any, set[date] | None]:
+    from .ledger import HELD
+
+    engine = ctx.engine()
+    if rule_id not in engine.rulebook.rules and not engine.ledger.nudges(rule_id=rule_id, limit=1):
+        engine.close()
+        raise NudgerError(f"there is no rule `{rule_id}`: see `nudger status` for what is held")
+    if not engine.ledger.nudges(rule_id=rule_id, states=[HELD], limit=1):
+        engine.close()
+        raise NudgerError(f"nothing of `{rule_id}` is held: nothing to {verb} (see `nudger status`)")
+    return engine, ({day.date()} if day is not None else None)
+
+
+@cli.command()
+@click.argument("rule_id")
+@click.option("--date", "day", type=DATE, default=None, help="only the messages planned on this day")
+@pass_ctx
+def release(ctx: Ctx, rule_id: str, day: datetime | None) -> None:
+    """Let held messages of a rule go (after you checked they are right).
+
+    They go at their planned moment, or at the next allowed one if that has passed; every other
+    guard (quiet hours, one ask at a time, stale facts) still applies. Messages this rule plans
+    later for the same day are not held again.
+
+    
+    Example:
+      nudger release december-campaign --date 2026-12-01
+    """
+    engine, days = _held_days(ctx, rule_id, day, "release")
+    try:
+        moved = engine.ledger.release(rule_id, days, ctx.config.zone, engine.now())
+    finally:
+        engine.close()
+    from .log import log
+
+    log("held_released", rule=rule_id, count=moved, day=_day(day))
+    click.echo(f"released {moved} held message(s) of {rule_id}" + (f" on {_day(day)}" if day else ""))
+
+
+@cli.command()
+@click.argument("rule_id")
+@click.option("--date", "day", type=DATE, default=None, help="only the messages planned on this day")
+@pass_ctx
+def cancel(ctx: Ctx, rule_id: str, day: datetime | None) -> None:
+    """Drop held messages of a rule: they are never sent (the history keeps them, as cancelled).
+
+    
+    Example:
+      nudger cancel december-campaign
+    """
+    engine, days = _held_days(ctx, rule_id, day, "cancel")
+    try:
+        dropped = engine.ledger.cancel_held(rule_id, days, ctx.config.zone, engine.now())
+    finally:
+        engine.close()
+    from .log import log
+
+    log("held_cancelled", rule=rule_id, count=dropped, day=_day(day))
+    click.echo(f"cancelled {dropped} held message(s) of {rule_id}" + (f" on {_day(day)}" if day else ""))
+
+
 def main() -> None:
     """Entry point: expected errors become one line on stderr and a non-zero exit, never a traceback."""
     try:

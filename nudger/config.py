@@ -46,6 +46,8 @@ class ScheduleConfig(_Strict):
     plan_every_minutes: int = Field(60, ge=1, le=1440)
     dispatch_every_seconds: int = Field(10, ge=1, le=3600)
     plan_days: int = Field(3, ge=1, le=60)
+    shutdown_seconds: float = Field(30, gt=0, le=600)  # SIGTERM/SIGINT: exit within this time
+    dispatch_threads: int = Field(4, ge=1, le=64)  # tenants served side by side (for slow providers)
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
@@ -56,6 +58,13 @@ class PacingConfig(_Strict):
     closed_dates: list[date] = []
     max_per_week: int = Field(2, ge=1, le=14)
     max_per_day: int = Field(1, ge=1, le=5)
+
+
+class GuardConfig(_Strict):
+    """Against mass mistakes: a day's plan reaching too many tenants is held for a person to look at."""
+
+    max_share_per_day: float = Field(0.20, gt=0, le=1)  # of all tenants in the newest import
+    min_tenants_per_day: int = Field(50, ge=0)  # a day reaching fewer tenants is never held for its share
 
 
 class ExpiryConfig(_Strict):
@@ -136,6 +145,7 @@ class Config(_Strict):
     data: DataConfig = DataConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     pacing: PacingConfig = PacingConfig()
+    guard: GuardConfig = GuardConfig()
     expiry: ExpiryConfig = ExpiryConfig()
     retry: RetryConfig = RetryConfig()
     channels: dict[str, ChannelConfig] = {n: ChannelConfig() for n in CHANNEL_NAMES}

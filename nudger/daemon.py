@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -25,6 +26,8 @@ from .log import log, warn
 from .rulebook import Rulebook, folder_fingerprint
 from .tone import check_all, load_checked
 from .web import WebApp
+
+RECENT_IMPORT = timedelta(minutes=10)  # a daemon that finds an import this fresh leaves it at that
 
 
 @contextmanager
@@ -81,19 +84,29 @@ class Daemon:
         self.reload_requested = threading.Event()
         self.fingerprint = folder_fingerprint(config.rules_path)
         self.last_dispatch: datetime | None = None
+        self.dispatch_began: datetime | None = None
+        self.started_at: datetime | None = None
         self.web: WebApp | None = None
+        engine.metrics.watch_ledger(engine.ledger.counts)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """For /healthz: the store answers, the scheduler runs, when the last import and dispatch were."""
+        """For /healthz: the store answers, the scheduler runs, dispatch is not stuck; when the last
+        import and dispatch were; what the mass-send guard holds (a hold needs a person, but the
+        daemon itself is healthy: it answers 200)."""
         data: dict[str, Any] = {"scheduler": "running" if self.scheduler.running else "stopped"}
         try:
             last = self.engine.ledger.last_accepted_import()
             data["store"] = "ok"
             data["last_import"] = last.at.isoformat() if last else None
+            data["held"] = self.engine.ledger.held_by_rule()
         except Exception as exc:  # noqa: BLE001 - any store failure makes the daemon unhealthy
             data["store"] = f"error: {type(exc).__name__}"
         data["last_dispatch"] = self.last_dispatch.isoformat() if self.last_dispatch else None
-        ok = data["store"] == "ok" and self.scheduler.running
+        every = self.config.schedule.dispatch_every_seconds
+        stuck_after = timedelta(seconds=max(300, 10 * every))
+        began = self.dispatch_began or self.started_at
+        data["dispatch"] = "stuck" if began and datetime.now(UTC) - began > stuck_after else "ok"
+        ok = data["store"] == "ok" and self.scheduler.running and data["dispatch"] == "ok"
         data["status"] = "ok" if ok else "unhealthy"
         return ok, data
 
@@ -110,26 +123,43 @@ class Daemon:
         return run
 
     def import_and_plan(self) -> None:
-        try:
-            self.engine.import_data()
-        except ImportRefused:
-            return  # the engine logged it (why, in one word); `nudger import` shows the details
-        except NudgerError as exc:
-            warn("import_failed", reason=f"{type(exc).__name__}: run `nudger import` for the details")
-            return
+        ledger = self.engine.ledger
+        with ledger.exclusive("import") as mine:
+            if not mine:
+                log("import_skipped", reason="another daemon is importing")
+                return
+            last = ledger.last_accepted_import()
+            if last is not None and self.engine.now() - last.at < RECENT_IMPORT:
+                log("import_skipped", reason="another daemon imported a moment ago")
+                return
+            try:
+                self.engine.import_data()
+            except ImportRefused:
+                return  # the engine logged it (why, in one word); `nudger import` shows the details
+            except NudgerError as exc:
+                warn("import_failed", reason=f"{type(exc).__name__}: run `nudger import` for the details")
+                return
+            self.engine.metrics.last_import.set_to_current_time()
         self.plan()
 
     def plan(self, rule_ids: list[str] | None = None) -> None:
-        try:
-            self.engine.plan(rule_ids=rule_ids)
-        except NudgerError as exc:
-            warn("plan_failed", reason=f"{type(exc).__name__}: run `nudger plan` for the details")
+        with self.engine.ledger.exclusive("plan") as mine:
+            if not mine:
+                log("plan_skipped", reason="another daemon is planning")
+                return
+            try:
+                self.engine.plan(rule_ids=rule_ids)
+            except NudgerError as exc:
+                warn("plan_failed", reason=f"{type(exc).__name__}: run `nudger plan` for the details")
 
     def dispatch(self) -> None:
         if self.stopping.is_set():
             return
+        self.dispatch_began = datetime.now(UTC)
         report = self.engine.dispatch(limit=500)
         self.last_dispatch = datetime.now(self.config.zone)
+        self.dispatch_began = None
+        self.engine.metrics.last_dispatch.set_to_current_time()
         if report.results:
             log(
                 "dispatch_done",
@@ -139,6 +169,8 @@ class Daemon:
                 failed=report.failed,
                 expired=report.expired,
                 cancelled=report.cancelled,
+                released=report.released or None,
+                uncertain=report.uncertain or None,
             )
 
     def watch_rules(self) -> None:
@@ -204,10 +236,26 @@ class Daemon:
         if self.engine.ledger.last_accepted_import() is None:
             sched.add_job(self.guarded(self.import_and_plan, "import"), id="first-import", next_run_time=now)
         sched.start()
+        self.started_at = datetime.now(UTC)
         web = self.config.web
         if web.enabled:
             self.web = WebApp(self.engine, web.host, web.port, web.public_url, self.health)
             self.web.start()
+
+    def shutdown(self) -> None:
+        """No new job starts; the message in hand is finished (the rest of its batch is released).
+        If that takes longer than schedule.shutdown_seconds, the process exits anyway: a message
+        still in hand then is `uncertain` at the next start, never sent twice."""
+        limit = self.config.schedule.shutdown_seconds
+        done = threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True)
+        done.start()
+        done.join(limit)
+        if self.web is not None:
+            self.web.stop()
+        if done.is_alive():
+            warn("shutdown_timeout", seconds=limit)
+            logmod.flush()
+            os._exit(0)
 
     def stop(self, signum: int | None = None) -> None:
         log("daemon_stopping", signal=signum)
@@ -240,8 +288,6 @@ def run_daemon(config: Config) -> None:
             while not daemon.stopping.wait(1.0):
                 pass
         finally:
-            daemon.scheduler.shutdown(wait=True)  # the job in hand finishes; no new one starts
-            if daemon.web is not None:
-                daemon.web.stop()
+            daemon.shutdown()
             engine.close()
             log("daemon_stopped")

@@ -9,8 +9,13 @@ clock, policy) are the Engine's.
 
 from __future__ import annotations
 
+import os
 import random
+import socket
+import threading
+import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -23,6 +28,7 @@ from .errors import ChannelError, UncertainChannelError
 from .facts import Facts, TenantRecord
 from .ledger import CLAIMED, EXPIRED, FAILED, PLANNED, SENT, UNCERTAIN, Claimed
 from .log import log, warn
+from .metrics import provider_code
 from .pacing import allowed_now, next_slot, parse_windows
 from .planner import channel_order, still_fires
 from .protocols import Message, Recipient, Signer
@@ -31,6 +37,7 @@ from .rulebook import Rule
 from .tone import sms_segments
 
 LEASE = timedelta(minutes=10)
+_LOCKS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -44,8 +51,16 @@ class DispatchReport:
     released: int = 0
     uncertain: int = 0
     results: list[dict[str, Any]] = field(default_factory=list)
+    on_outcome: Any = None  # called with each outcome (the daemon's metrics)
+    lock: Any = field(default_factory=threading.Lock, repr=False)
 
     def add(self, outcome: str, claimed: Claimed, reason: str = "", channel: str = "") -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+        with self.lock:
+            self._add(outcome, claimed, reason, channel)
+
+    def _add(self, outcome: str, claimed: Claimed, reason: str, channel: str) -> None:
         setattr(self, outcome, getattr(self, outcome) + 1)
         self.results.append(
             {
@@ -66,31 +81,70 @@ class Dispatching:
         """A state change by this worker: from `claimed` only while the claim is still its own."""
         return self.ledger.move(nudge_id, to_state, now, reason, worker=self.worker, **fields)
 
+    def dead_workers(self) -> set[str]:
+        """Claimers on this machine whose process is gone (killed, crashed): their claims need not
+        wait for the lease to run out. Workers on other machines are left to their lease."""
+        host = socket.gethostname()
+        dead = set()
+        for worker in self.ledger.claimers():
+            name, _, pid = worker.rpartition(":")
+            if name != host or not pid.isdigit() or worker == self.worker:
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                dead.add(worker)
+            except OSError:
+                pass  # alive, under another user
+        return dead
+
     def recover(self) -> tuple[int, int]:
-        released, uncertain = self.ledger.recover(self.now())
+        released, uncertain = self.ledger.recover(self.now(), self.dead_workers())
         if released or uncertain:
             warn("recovered_claims", released=released, uncertain=uncertain)
         return released, uncertain
 
     def dispatch(self, *, limit: int = 200, keys: Iterable[str] | None = None) -> DispatchReport:
-        """Hand every due nudge to its channel, through every guard, once."""
-        report = DispatchReport()
-        self.ledger.recover(self.now())
+        """Hand every due nudge to its channel, through every guard, once.
+
+        With `schedule.dispatch_threads` above 1, the tenants of a claimed batch are served side by
+        side (each tenant's nudges in order, by one thread, so one ask at a time holds); channels
+        that are not made for it (SMTP, print, outbox) still send one message at a time.
+        """
+        report = DispatchReport(on_outcome=lambda outcome: self.metrics.outcomes.labels(outcome).inc())
+        self.recover()
+        if expired := self.ledger.expire_held(self.now()):
+            warn("held_expired", count=expired)
+        threads = self.config.schedule.dispatch_threads if self.ledger.concurrent else 1
+        if threads > 1:
+            self.channels  # noqa: B018 - made once, before the threads share them
         while not self.stop.is_set():
-            batch = self.ledger.claim_due(self.now(), self.worker, limit=min(limit, 50), lease=LEASE, keys=keys)
+            size = min(limit, max(50, threads * 8))
+            batch = self.ledger.claim_due(self.now(), self.worker, limit=size, lease=LEASE, keys=keys)
             if not batch:
                 break
-            for i, claimed in enumerate(batch):
-                if self.stop.is_set():
-                    for rest in batch[i:]:
-                        self._move(rest.id, PLANNED, self.now(), "released at shutdown")
-                        report.add("released", rest, "released at shutdown")
-                    break
-                self.dispatch_one(claimed, report)
+            groups: dict[str, list[Claimed]] = {}
+            for claimed in batch:
+                groups.setdefault(claimed.tenant_id, []).append(claimed)
+            if threads <= 1 or len(groups) == 1:
+                self._dispatch_group(batch, report)
+            else:
+                with ThreadPoolExecutor(min(threads, len(groups)), thread_name_prefix="nudger-send") as pool:
+                    futures = [pool.submit(self._dispatch_group, g, report) for g in groups.values()]
+                for future in futures:
+                    future.result()  # a failure in a thread fails the run as it would without threads
             limit -= len(batch)
             if limit <= 0:
                 break
         return report
+
+    def _dispatch_group(self, group: list[Claimed], report: DispatchReport) -> None:
+        for claimed in group:
+            if self.stop.is_set():  # shutting down: what is not in hand goes back, untouched
+                self._move(claimed.id, PLANNED, self.now(), "released at shutdown")
+                report.add("released", claimed, "released at shutdown")
+                continue
+            self.dispatch_one(claimed, report)
 
     def _reschedule(
         self,
@@ -301,7 +355,7 @@ class Dispatching:
                 warn("claim_lost", key=c.key, channel=name)
                 return
             try:
-                receipt = self.channels[name].send(message)
+                receipt = self._hand_over(name, message)
             except UncertainChannelError as exc:
                 why = f"{name}: {exc.reason}; it may or may not have gone, so it is never resent"
                 self._move(c.id, UNCERTAIN, self.now(), why, channel=name, attempts=c.attempts + 1)
@@ -352,6 +406,25 @@ class Dispatching:
         self._move(c.id, FAILED, self.now(), why, tried_channels=tried)
         report.add("failed", c, why)
         log("nudge_failed", key=c.key, tenant=c.tenant_id, rule=c.rule_id)
+
+    def _hand_over(self, name: str, message: Message) -> Any:
+        """The channel's send, measured: latency per channel, errors per provider code."""
+        channel = self.channels[name]
+        started = time.monotonic()
+        try:
+            if getattr(channel, "concurrent", False):
+                return channel.send(message)
+            with self._send_lock(name):
+                return channel.send(message)
+        except ChannelError as exc:
+            self.metrics.provider_errors.labels(name, provider_code(exc)).inc()
+            raise
+        finally:
+            self.metrics.send_seconds.labels(name).observe(time.monotonic() - started)
+
+    def _send_lock(self, name: str) -> threading.Lock:
+        with _LOCKS_LOCK:
+            return self.__dict__.setdefault("_send_locks", {}).setdefault(name, threading.Lock())
 
     def _retry(self, c: Claimed, channel: str, exc: ChannelError, report: DispatchReport, now: datetime) -> None:
         r = self.config.retry

@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -24,8 +25,10 @@ from .data import ImportData, check_bad_share, read_source
 from .dispatch import Dispatching, DispatchReport
 from .errors import ChannelError, ImportRefused, NudgerError
 from .facts import Facts, TenantRecord, derive_events
+from .guard import GuardLimits, mass_holds
 from .ledger import Ledger
 from .log import log, warn
+from .metrics import Metrics
 from .pacing import policy_from_config
 from .planner import LOOKBACK_DAYS, EventFact, PlanContext, PlannedNudge, plan
 from .protocols import Channel, Message, Recipient, Signer
@@ -97,12 +100,15 @@ class Engine(Dispatching):
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
         self.stop = threading.Event()
         self._limiters: dict[str, RateLimiter] = {}
+        self._limiters_lock = threading.Lock()
+        self.metrics = Metrics()
 
     def limiter(self, channel: str) -> RateLimiter:
-        if channel not in self._limiters:
-            section = self.config.channels.get(channel)
-            self._limiters[channel] = RateLimiter.parse(section.rate if section else "", stop=self.stop)
-        return self._limiters[channel]
+        with self._limiters_lock:
+            if channel not in self._limiters:
+                section = self.config.channels.get(channel)
+                self._limiters[channel] = RateLimiter.parse(section.rate if section else "", stop=self.stop)
+            return self._limiters[channel]
 
     # --- parts, made on first use -------------------------------------------------------------
     @property
@@ -172,6 +178,9 @@ class Engine(Dispatching):
                 )
             check_bad_share(data, self.config.data.max_bad_share)
         except ImportRefused as exc:
+            self.metrics.imports.labels("refused").inc()
+            if data is not None:
+                self.metrics.import_rows.labels("refused").inc(len(data.problems))
             ledger.record_import(at=now, day=today, source=self.config.data.source, status="refused", reason=str(exc))
             warn("import_refused", reason=exc.kind, count=len(data.records) if data else None)
             raise
@@ -227,6 +236,9 @@ class Engine(Dispatching):
         missing = sorted(set(self.rulebook.prefs) - present)
         if missing:
             notes.append(f"tenants.yaml names {len(missing)} tenant(s) not in the data: {', '.join(missing[:5])}")
+        self.metrics.imports.labels("accepted").inc()
+        self.metrics.import_rows.labels("accepted").inc(tenants + data.payment_rows)
+        self.metrics.import_rows.labels("refused").inc(len(data.problems))
         log(
             "import_done",
             import_id=import_id,
@@ -340,6 +352,7 @@ class Engine(Dispatching):
         explain: bool = False,
     ) -> tuple[list[PlannedNudge], int]:
         """Plan; with `store`, write new nudges into the ledger. Returns (nudges, how many are new)."""
+        started = time.monotonic()
         now = (now or self.now()).astimezone(self.config.zone)
         days = days or self.config.schedule.plan_days
         ctx = self.plan_context(now, days)
@@ -355,7 +368,9 @@ class Engine(Dispatching):
                 nudges.extend(plan(facts, events, ctx, rule_ids=rule_ids, tenant_ids=tids, explain=explain))
         added = moved = 0
         if store:
-            added = self.ledger.add_planned([n for n in nudges if n.key not in movable], now)
+            new = [n for n in nudges if n.key not in movable and n.key not in ctx.existing]
+            held = self.guard(new, now, days)
+            added = self.ledger.add_planned([n for n in nudges if n.key not in movable], now, held)
             for n in nudges:
                 if n.key in movable and (n.status == "expired" or n.send_at != movable[n.key]):
                     moved += self.ledger.replan(
@@ -365,8 +380,29 @@ class Engine(Dispatching):
                         n.reason or "planned again",
                         now,
                     )
-            log("plan_done", planned=len(nudges), new=added, moved=moved)
+            self.metrics.plan_seconds.observe(time.monotonic() - started)
+            log("plan_done", planned=len(nudges), new=added, moved=moved, held=len(held) or None)
         return nudges, added
+
+    def guard(self, new: list[PlannedNudge], now: datetime, days: int) -> dict[str, str]:
+        """The mass-send guard over the nudges about to be stored: {key: why} of those to hold."""
+        book = self.rulebook
+        last = self.ledger.last_accepted_import()
+        total = last.tenants if last is not None else len(self.ledger.tenant_ids())
+        g = self.config.guard
+        limits = GuardLimits(
+            max_share_per_day=g.max_share_per_day,
+            min_tenants_per_day=g.min_tenants_per_day,
+            tenants_total=total,
+            rule_caps={r.id: r.max_per_day for r in book.rules.values() if r.max_per_day},
+            released=self.ledger.released(),
+        )
+        start = datetime.combine(now.date(), datetime.min.time(), self.config.zone)
+        load = self.ledger.day_load(start, start + timedelta(days=days + 60))
+        held, holds = mass_holds(new, load, limits, self.config.zone)
+        for h in holds:
+            warn("plan_held", rule=h.rule_id, day=h.day.isoformat(), count=h.held)
+        return held
 
     # dispatch: see nudger/dispatch.py (Dispatching)
 

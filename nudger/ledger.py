@@ -6,6 +6,7 @@ the schema (a unique key per nudge, conditional updates for claims), not in Pyth
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -29,8 +30,10 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -38,8 +41,6 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from .errors import NudgerError, StoreBusy
-
-SCHEMA_VERSION = 3
 
 # Nudge states (DESIGN.md, "The ledger").
 PLANNED, HELD, CLAIMED, SENT, DELIVERED, READ = "planned", "held", "claimed", "sent", "delivered", "read"
@@ -100,7 +101,11 @@ class Nudge(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_nudges_due", "state", "send_at"), Index("ix_nudges_receipt", "receipt"))
+    __table_args__ = (
+        Index("ix_nudges_due", "state", "send_at"),
+        Index("ix_nudges_receipt", "receipt"),
+        Index("ix_nudges_rule_state", "rule_id", "state"),
+    )
 
 
 class Transition(Base):
@@ -227,6 +232,10 @@ class Ledger:
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
         kwargs["hide_parameters"] = True  # an error message must never carry tenants' data
+        # an in-memory SQLite store lives in one connection: it is used by one thread at a time
+        self.concurrent = not (url.startswith("sqlite") and path is None)
+        if self.concurrent:
+            kwargs.update(pool_size=20, max_overflow=20)  # dispatch threads and the web endpoint
         try:
             self.engine = create_engine(url, **kwargs)
         except (SQLAlchemyError, ImportError) as exc:
@@ -239,17 +248,11 @@ class Ledger:
             self.create()
 
     def create(self) -> None:
+        """An empty store gets the newest schema; an older one is refused with `nudger db upgrade`."""
+        from .schema import ensure
+
         try:
-            Base.metadata.create_all(self.engine)
-            with self.session() as s:
-                row = s.get(Meta, "schema_version")
-                if row is None:
-                    s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-                elif int(row.value) > SCHEMA_VERSION:
-                    raise NudgerError(
-                        f"the store has schema version {row.value}, newer than this nudger "
-                        f"({SCHEMA_VERSION}): upgrade nudger"
-                    )
+            ensure(self.engine, Base.metadata)
         except OperationalError as exc:
             raise NudgerError(f"the store cannot be opened: {exc.orig}") from None
 
@@ -262,10 +265,14 @@ class Ledger:
             yield s
 
     # --- nudges ------------------------------------------------------------------------------
-    def add_planned(self, nudges: Sequence[Any], now: datetime) -> int:
-        """Store planned nudges; a key already in the ledger is left as it is. Returns how many are new."""
+    def add_planned(self, nudges: Sequence[Any], now: datetime, held: dict[str, str] | None = None) -> int:
+        """Store planned nudges; a key already in the ledger is left as it is. Returns how many are new.
+
+        Keys in `held` (key -> why) are stored as `held` (the mass-send guard): they wait for a person.
+        """
         if not nudges:
             return 0
+        held = held or {}
         rows = [
             {
                 "key": n.key,
@@ -273,12 +280,12 @@ class Ledger:
                 "tenant_id": n.tenant_id,
                 "kind": n.kind,
                 "occurrence": n.occurrence,
-                "state": PLANNED if n.status == "planned" else n.status,
+                "state": HELD if n.key in held else PLANNED if n.status == "planned" else n.status,
                 "send_at": n.send_at,
                 "expires_at": n.expires_at,
                 "priority": n.priority,
                 "attempts": 0,
-                "reason": n.reason,
+                "reason": held.get(n.key, n.reason),
                 "tried_channels": [],
                 "created_at": now,
                 "updated_at": now,
@@ -415,13 +422,20 @@ class Ledger:
             )
             return True
 
-    def recover(self, now: datetime) -> tuple[int, int]:
+    def claimers(self) -> set[str]:
+        """The workers holding claims right now."""
+        with self.session() as s:
+            return set(s.scalars(select(Nudge.claimed_by).where(Nudge.state == CLAIMED).distinct())) - {None}
+
+    def recover(self, now: datetime, dead: Iterable[str] = ()) -> tuple[int, int]:
         """Claims whose lease ran out (their daemon died): back to planned if nothing was handed
         over yet, else `uncertain`. Each row changes only if it is still such a claim at that
         moment (a conditional update), so a live worker's claim is never taken from under it.
         Returns (released, uncertain).
         """
         released = uncertain = 0
+        dead = list(dead)
+        gone = Nudge.claimed_by.in_(dead) if dead else false()
         outcomes = (
             (Nudge.send_started_at.is_(None), PLANNED, "released: the daemon stopped before handing it over"),
             (
@@ -435,7 +449,7 @@ class Ledger:
             for started, to, reason in outcomes:
                 stmt = (
                     update(Nudge)
-                    .where(Nudge.state == CLAIMED, Nudge.claimed_until < now, started)
+                    .where(Nudge.state == CLAIMED, (Nudge.claimed_until < now) | gone, started)
                     .values(state=to, reason=reason, updated_at=now, claimed_by=None, claimed_until=None)
                     .returning(Nudge.id, Nudge.channel)
                 )
@@ -451,6 +465,96 @@ class Ledger:
                 else:
                     uncertain += len(rows)
         return released, uncertain
+
+    # --- the mass-send guard --------------------------------------------------------------------
+    def day_load(self, start: datetime, end: datetime) -> list[tuple[str, str, datetime]]:
+        """(tenant, rule, moment) of tenant-facing nudges that are planned, held or gone out between
+        start and end: what a day already reaches, for the mass-send guard."""
+        live = (PLANNED, HELD, CLAIMED, SENT, DELIVERED, READ, UNCERTAIN)
+        at = func.coalesce(Nudge.sent_at, Nudge.send_at)
+        with self.session() as s:
+            q = select(Nudge.tenant_id, Nudge.rule_id, at).where(
+                Nudge.kind != "task", Nudge.state.in_(live), at >= start, at < end
+            )
+            return [(t, r, a.replace(tzinfo=UTC) if a.tzinfo is None else a) for t, r, a in s.execute(q)]
+
+    def released(self) -> frozenset[tuple[str, date]]:
+        """(rule, day) pairs a person let go with `nudger release`: the guard does not hold them again."""
+        with self.session() as s:
+            keys = s.scalars(select(Meta.key).where(Meta.key.like("released:%")))
+            out = set()
+            for key in keys:
+                _, rule, day = key.split(":", 2)
+                out.add((rule, date.fromisoformat(day)))
+            return frozenset(out)
+
+    def release(self, rule_id: str, days: set[date] | None, zone: Any, now: datetime) -> int:
+        """`nudger release`: held nudges of a rule (on these local days, or all) become planned."""
+        return self._let_held(rule_id, days, zone, now, PLANNED, "released by a person (nudger release)", True)
+
+    def cancel_held(self, rule_id: str, days: set[date] | None, zone: Any, now: datetime) -> int:
+        """`nudger cancel`: held nudges of a rule (on these local days, or all) are dropped."""
+        return self._let_held(rule_id, days, zone, now, CANCELLED, "cancelled by a person (nudger cancel)", False)
+
+    def _let_held(
+        self, rule_id: str, days: set[date] | None, zone: Any, now: datetime, to: str, reason: str, remember: bool
+    ) -> int:
+        rows = self.nudges(states=[HELD], rule_id=rule_id)
+        chosen = [r for r in rows if days is None or (r.send_at and r.send_at.astimezone(zone).date() in days)]
+        moved = sum(self.move(r.id, to, now, reason, expect=HELD) for r in chosen)
+        if remember:
+            for d in days if days is not None else {r.send_at.astimezone(zone).date() for r in chosen if r.send_at}:
+                self.set_setting(f"released:{rule_id}:{d.isoformat()}", now.isoformat())
+        return moved
+
+    def held_by_rule(self) -> dict[str, int]:
+        """How many nudges the mass-send guard holds, per rule (for /healthz)."""
+        with self.session() as s:
+            q = select(Nudge.rule_id, func.count()).where(Nudge.state == HELD).group_by(Nudge.rule_id)
+            return dict(s.execute(q).all())
+
+    def expire_held(self, now: datetime) -> int:
+        """Held nudges nobody released before they expired: `expired`, with the reason."""
+        reason = "held by the mass-send guard until it expired; nobody released it"
+        with self.session() as s:
+            stmt = (
+                update(Nudge)
+                .where(Nudge.state == HELD, Nudge.expires_at <= now)
+                .values(state=EXPIRED, reason=reason, updated_at=now)
+                .returning(Nudge.id)
+            )
+            ids = [i for (i,) in s.execute(stmt).all()]
+            for i in ids:
+                s.add(Transition(nudge_id=i, at=now, from_state=HELD, to_state=EXPIRED, reason=reason))
+            return len(ids)
+
+    def counts(self) -> list[tuple[str, str, str, int]]:
+        """(state, channel, rule, how many) over the whole ledger, for /metrics."""
+        with self.session() as s:
+            q = select(Nudge.state, Nudge.channel, Nudge.rule_id, func.count()).group_by(
+                Nudge.state, Nudge.channel, Nudge.rule_id
+            )
+            return [(st, ch or "", rule, n) for st, ch, rule, n in s.execute(q)]
+
+    # --- work only one daemon should do ---------------------------------------------------------
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        """Try to become the one process doing `name` (the import, planning): yields True if this
+        process got it, False if another one is at it right now. PostgreSQL: a session-level advisory
+        lock, freed when the work ends or the process dies. SQLite: one daemon per store anyway."""
+        if self.engine.dialect.name != "postgresql":
+            yield True
+            return
+        key = int.from_bytes(hashlib.sha256(f"nudger:{name}".encode()).digest()[:8], "big", signed=True)
+        with self.engine.connect() as conn:
+            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+            conn.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
 
     def live_keys(self, now: datetime) -> set[str]:
         """Keys of nudges that have not expired: planning them again must leave them alone."""

@@ -54,6 +54,10 @@ ALLOWED_FIELDS = frozenset(
         "version",
         "waiting",
         "url",
+        "day",
+        "revision",
+        "head",
+        "ms",
     }
 )
 
@@ -76,6 +80,11 @@ def setup(level: str = "info", stream: Any = None) -> None:
     LOGGER.handlers[:] = [handler]
     LOGGER.setLevel(level.upper())
     LOGGER.propagate = False
+
+
+def flush() -> None:
+    for handler in LOGGER.handlers:
+        handler.flush()
 
 
 def log(event: str, level: int = logging.INFO, **fields: Any) -> None:

@@ -44,6 +44,8 @@ from .rulespec import (  # noqa: F401 - the file formats, re-exported for caller
 )
 from .yamlsrc import Located, load_yaml
 
+_MAX_EXPIRES = {"days": 366, "hours": 366 * 24, "working_days": 366}
+
 # --- the loaded rulebook ---------------------------------------------------------------------------
 
 
@@ -119,6 +121,7 @@ class Rule:
     card: bool = False
     during_arrangement: str = "send"
     enabled: bool = True
+    max_per_day: int | None = None  # tenants this rule may reach in one day before the rest is held
     field_lines: dict[str, int] = field(default_factory=dict)  # top-level field -> its line
 
     def line_of(self, name: str) -> int:
@@ -516,6 +519,14 @@ class _Loader:
                 expires = parse_duration(spec.expires)
             except ValueError as exc:
                 err(("expires",), f"expires: {exc}")
+            else:
+                if expires.amount > _MAX_EXPIRES[expires.unit]:  # later than a year is no use (and overflows dates)
+                    err(
+                        ("expires",),
+                        f"expires: `{spec.expires}` is longer than a year",
+                        "write at most 366 days (8784 hours, 366 working days)",
+                    )
+                    expires = None
         texts, sources, lines = self.texts(spec, located, base, allowed, err)
         if spec.whatsapp_template and spec.whatsapp_template not in self.config.whatsapp_templates:
             known = list(self.config.whatsapp_templates)
@@ -550,6 +561,7 @@ class _Loader:
             card=spec.card,
             during_arrangement=during,
             enabled=spec.enabled,
+            max_per_day=spec.max_per_day,
             field_lines={k: located.line(base + (k,)) for k in raw},
         )
 

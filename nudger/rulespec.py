@@ -40,6 +40,7 @@ EXAMPLES = {
     "days": "days: 2",
     "priority": "priority: 50",
     "pause_until": "pause_until: 2027-01-15",
+    "max_per_day": "max_per_day: 200",
 }
 # Dutch words officers may reach for, and the field they mean.
 DUTCH_FIELDS = {
@@ -71,6 +72,7 @@ DUTCH_FIELDS = {
     "taal": "language",
     "medewerker": "officer",
     "pauze_tot": "pause_until",
+    "per_dag": "max_per_day",
 }
 
 
@@ -118,6 +120,11 @@ class RuleSpec(BaseModel):
         None, description="skip or send while a payment arrangement is active (reminders skip by default)"
     )
     enabled: bool = Field(True, description="false switches the rule off")
+    max_per_day: int | None = Field(
+        None,
+        ge=1,
+        description="the most tenants this rule may reach in one day; more are held for a person to look at",
+    )
 
 
 class OfficerSpec(BaseModel):

@@ -1,5 +1,5 @@
 """The daemon's web endpoint: an ASGI app (served by uvicorn) for Twilio's status and inbound
-webhooks, and /healthz.
+webhooks, /healthz and Prometheus' /metrics.
 
 It binds to loopback unless configured otherwise, and answers 403 to any webhook call whose
 Twilio signature does not check out (and changes nothing). The handling itself is plain
@@ -106,6 +106,7 @@ class WebhookApp:
         self.engine = engine
         self.public_url = public_url.rstrip("/")
         self.health = health
+        self.metrics: Callable[[], bytes] = engine.metrics.render
         self.lock = threading.Lock()  # one webhook at a time against the store
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
@@ -120,6 +121,11 @@ class WebhookApp:
         if method == "GET" and path == "/healthz":
             ok, data = await asyncio.to_thread(self.health)
             await _reply(send, 200 if ok else 503, json.dumps(data).encode(), b"application/json")
+            return
+        if method == "GET" and path == "/metrics":
+            from .metrics import CONTENT_TYPE
+
+            await _reply(send, 200, await asyncio.to_thread(self.metrics), CONTENT_TYPE.encode())
             return
         handler = HANDLERS.get(path)
         if handler is None or method != "POST":
@@ -191,6 +197,6 @@ class WebApp:
             time.sleep(0.02)
         log("web_started", url=f"http://{self.host}:{self.port}")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=timeout)

@@ -12,6 +12,26 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+PG_URL = os.environ.get("NUDGER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def postgres_or_skip() -> str:
+    """An empty PostgreSQL database for a test. PostgreSQL is required in CI (CI=true): there a
+    missing server fails the test; elsewhere it skips with the reason."""
+    import pytest
+    from sqlalchemy import create_engine, text
+
+    try:
+        engine = create_engine(PG_URL)
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means "no server here"
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI but not reachable at {PG_URL}: {exc}")
+        pytest.skip(f"no PostgreSQL at {PG_URL} (set NUDGER_TEST_PG_URL): {type(exc).__name__}")
+    return PG_URL
 
 # Two officers who back each other up: the smallest officers.yaml for rulebooks built in a test.
 OFFICERS_YAML = """\

@@ -130,3 +130,109 @@ def test_the_daemon_serves_health_on_loopback(tmp_path: Path) -> None:
     finally:
         assert stop(proc) == 0
     assert "webhook_rejected" in log.read_text() and "Traceback" not in log.read_text()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_health_and_metrics_show_the_work_and_the_holds(live: Path) -> None:
+    import json
+
+    import yaml
+
+    port = _free_port()
+    config = yaml.safe_load((live / "config.yaml").read_text(encoding="utf-8"))
+    config["web"] = {"enabled": True, "host": "127.0.0.1", "port": port, "public_url": ""}
+    config["guard"] = {"max_share_per_day": 0.01, "min_tenants_per_day": 0}  # hold (nearly) everything
+    (live / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    proc, log = start(live)
+    try:
+        assert wait_for(lambda: "event=plan_held" in log.read_text()), log.read_text()
+        assert wait_for(lambda: "event=dispatch_done" in log.read_text() or _get_health(port).get("last_dispatch"))
+        health = _get_health(port)
+        assert health["status"] == "ok" and health["dispatch"] == "ok" and health["last_import"]
+        assert health["held"] and all(n > 0 for n in health["held"].values())
+        status, body = _get(f"http://127.0.0.1:{port}/metrics")
+        text = body.decode()
+        assert status == 200
+        assert "nudger_store_up 1.0" in text
+        assert 'nudger_nudges{channel="",rule="rent-reminder",state="held"}' in text
+        assert 'nudger_imports_total{status="accepted"} 1.0' in text
+        assert 'nudger_import_rows_total{outcome="accepted"}' in text
+        assert "nudger_plan_seconds_count" in text
+        assert "nudger_last_dispatch_timestamp_seconds" in text
+        for secret in ("+316", "@", "Beste", "T-10"):  # labels carry rules and states, never tenants
+            assert secret not in text, secret
+        assert json.loads(_get(f"http://127.0.0.1:{port}/healthz")[1])["store"] == "ok"
+    finally:
+        assert stop(proc) == 0
+    assert "Traceback" not in log.read_text()
+
+
+def _get_health(port: int) -> dict:
+    import json
+
+    return json.loads(_get(f"http://127.0.0.1:{port}/healthz")[1])
+
+
+def test_sigterm_exits_0_within_the_shutdown_time_and_the_message_in_hand_is_never_resent(live: Path) -> None:
+    import yaml
+    from fake_twilio import FakeTwilio, ok
+
+    with FakeTwilio() as twilio:
+        config = yaml.safe_load((live / "config.yaml").read_text(encoding="utf-8"))
+        config["channels"]["sms"] = {
+            "transport": "twilio",
+            "account_sid": twilio.account_sid,
+            "auth_token": twilio.auth_token,
+            "sender": "Woonstad",
+            "base_url": twilio.base_url,
+            "timeout": 120,
+        }
+        config["schedule"]["shutdown_seconds"] = 2
+        (live / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+        twilio.script([ok(delay=60)] * 50)  # the provider hangs: the daemon is stuck in a send
+        proc, log = start(live)
+        try:
+            assert wait_for(lambda: len(twilio.requests) >= 1, timeout=60), log.read_text()  # in hand
+            began = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=30)  # well before the provider would answer (60 s)
+            waited = time.monotonic() - began
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        text = log.read_text()
+        assert code == 0 and waited < 30, text
+        assert "event=shutdown_timeout" in text and "Traceback" not in text
+        in_hand = twilio.requests[0].to
+        twilio.reset()
+        proc, log = start(live)  # the restart finds the claim of the dead process
+        try:
+            assert wait_for(lambda: "event=recovered_claims" in log.read_text()), log.read_text()
+            assert wait_for(lambda: "event=plan_done" in log.read_text()), log.read_text()
+            time.sleep(3)  # several dispatch rounds
+        finally:
+            assert stop(proc) == 0
+        assert in_hand not in [r.to for r in twilio.requests]  # never twice
+        status = nudger(live, "status", "--json")
+        import json
+
+        uncertain = json.loads(status.out)["uncertain"]
+        assert len(uncertain) >= 1 and "never resent" in uncertain[0]["reason"]

@@ -2,47 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, text
+from support import postgres_or_skip
 
-from nudger.ledger import Base, Ledger
+from nudger.ledger import Ledger
 from nudger.planner import PlannedNudge
 
-PG_URL = os.environ.get("NUDGER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
-
-
-def _postgres_or_skip() -> str:
-    """PostgreSQL is required in CI (CI=true): there a missing server fails; elsewhere it skips."""
-    try:
-        engine = create_engine(PG_URL)
-        with engine.connect() as conn:
-            conn.execute(text("select 1"))
-        engine.dispose()
-    except Exception as exc:  # noqa: BLE001 - any failure to connect means "no server here"
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required in CI but not reachable at {PG_URL}: {exc}")
-        pytest.skip(f"no PostgreSQL at {PG_URL} (set NUDGER_TEST_PG_URL): {type(exc).__name__}")
-    return PG_URL
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def ledger(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    else:
-        url = _postgres_or_skip()
-        engine = create_engine(url)
-        Base.metadata.drop_all(engine)
-        engine.dispose()
+    url = f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite" else postgres_or_skip()
     store = Ledger(url)
     yield store
-    if request.param == "postgresql":
-        Base.metadata.drop_all(store.engine)
     store.close()
 
 

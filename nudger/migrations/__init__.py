@@ -1,0 +1,1 @@
+"""Alembic migrations of the ledger, for SQLite and PostgreSQL (`nudger db upgrade`)."""
