@@ -289,3 +289,51 @@ def test_shipped_rulebook_passes_check(example: Path) -> None:
     result = nudger(example, "check", "--json")
     data = json.loads(result.out)
     assert result.code == 0 and data["errors"] == 0 and data["rules"] >= 11
+
+
+def test_a_whole_run_logs_no_personal_data_and_never_prints_a_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "s3cr3t-Pa55w0rd-for-the-test"
+    monkeypatch.setenv("SMTP_PASSWORD_FOR_TEST", secret)
+    copy_example(tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            "password: ${NUDGER_SMTP_PASSWORD:-}", "password: ${SMTP_PASSWORD_FOR_TEST}"
+        ),
+        encoding="utf-8",
+    )
+    assert "SMTP_PASSWORD_FOR_TEST" in config.read_text(encoding="utf-8")
+    logs = [
+        nudger(tmp_path, "run", "--once", "--now", NOW),
+        nudger(tmp_path, "event", "contact_made", "T-1008", "--at", "2026-11-30"),
+        nudger(tmp_path, "run", "--once", "--now", "2026-12-01T09:00"),
+        nudger(tmp_path, "run", "--once", "--now", "2026-12-02T09:00"),
+    ]
+    assert all(r.code == 0 for r in logs), [r.text for r in logs]
+    printed = [nudger(tmp_path, *args) for args in (("--help",), ("run", "--help"), ("check",), ("status",))]
+    printed.append(nudger(tmp_path, "plan", "--date", "2026-13-01"))  # an error
+    for r in logs + printed:
+        assert secret not in r.text
+    text = "\n".join(" ".join(line.split()[1:]) for r in logs for line in r.text.splitlines())  # no timestamps
+    with (tmp_path / "examples" / "tenants.csv").open(encoding="utf-8") as handle:
+        tenants = list(csv.DictReader(handle))
+    values = []
+    for row in tenants:
+        values += [row[f].strip() for f in ("phone", "email", "name", "street") if row[f].strip()]
+        values.append(row["name"].split()[0])  # first names, as texts greet tenants
+        digits = "".join(ch for ch in row["phone"] if ch.isdigit())
+        values += [digits[-8:]] if digits else []
+        for f in ("rent", "arrears"):
+            amount = row.get(f, "").strip()
+            if amount and amount not in ("0", "0.00", "0,00"):
+                values += [amount, amount.replace(".", ",")]
+    bodies = [p for p in outbox_files(tmp_path) if p.suffix in (".json", ".txt", ".eml")]
+    assert bodies
+    for path in bodies:
+        content = path.read_text(encoding="utf-8", errors="replace")
+        body = json.loads(content).get("Body", "") if path.suffix == ".json" else content
+        values += [line.strip() for line in body.splitlines() if len(line.strip()) > 25][:3]
+    leaked = sorted({v for v in values if len(v) > 2 and v in text})
+    assert leaked == []
