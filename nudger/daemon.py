@@ -173,6 +173,18 @@ class Daemon:
                 uncertain=report.uncertain or None,
             )
 
+    def call_digests(self) -> int:
+        """The officers' morning e-mail, once a day however many daemons run. Returns how many went."""
+        ledger = self.engine.ledger
+        marker = f"call_digests_sent:{self.engine.today().isoformat()}"
+        with ledger.exclusive("call-digest") as mine:
+            if not mine or ledger.get_setting(marker):
+                log("call_digests_skipped", reason="another daemon sent them")
+                return 0
+            sent = self.engine.send_call_digests()
+            ledger.set_setting(marker, self.engine.now().isoformat())
+            return sent
+
     def watch_rules(self) -> None:
         current = folder_fingerprint(self.config.rules_path)
         if current != self.fingerprint or self.reload_requested.is_set():
@@ -228,7 +240,7 @@ class Daemon:
         if digest_at:
             hour, minute = (int(x) for x in str(digest_at).split(":"))
             sched.add_job(
-                self.guarded(self.engine.send_call_digests, "call-digest"),
+                self.guarded(self.call_digests, "call-digest"),
                 CronTrigger(hour=hour, minute=minute, timezone=self.config.zone),
                 id="call-digest",
             )

@@ -71,7 +71,7 @@ class Base(DeclarativeBase):
 
 class Meta(Base):
     __tablename__ = "nudger_meta"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
 
 

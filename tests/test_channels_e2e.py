@@ -250,3 +250,27 @@ def test_a_channel_rate_spaces_the_sends(tmp_path: Path, servers) -> None:
     assert time.monotonic() - started >= 0.79
     with pytest.raises(ValueError, match="write it like `10/s`"):
         RateLimiter.parse("vijf per seconde")
+
+
+def test_two_daemons_on_one_postgresql_store_mail_the_digest_once(tmp_path: Path) -> None:
+    from support import postgres_or_skip
+
+    from nudger.daemon import Daemon
+
+    url = postgres_or_skip()
+    copy_example(tmp_path, store=url)
+    config = load_config(tmp_path / "config.yaml")
+    clock = lambda: datetime(2026, 11, 30, 10, 0, tzinfo=AMS)  # noqa: E731
+    first, second = Engine(config, clock=clock, worker="a:1"), Engine(config, clock=clock, worker="b:2")
+    try:
+        first.import_data()
+        first.plan()
+        first.dispatch()
+        daemons = [Daemon(config, first), Daemon(config, second)]
+        # both daemons, twice each (a restart, a second digest job): one e-mail to Ahmed in all
+        assert [daemon.call_digests() for daemon in daemons * 2] == [1, 0, 0, 0]
+    finally:
+        first.close()
+        second.close()
+    mails = list((tmp_path / "var" / "outbox" / "email").glob("*call-digest*"))
+    assert len(mails) == 1
