@@ -104,8 +104,9 @@ class Daemon:
         data["last_dispatch"] = self.last_dispatch.isoformat() if self.last_dispatch else None
         every = self.config.schedule.dispatch_every_seconds
         stuck_after = timedelta(seconds=max(300, 10 * every))
-        began = self.dispatch_began or self.started_at
-        data["dispatch"] = "stuck" if began and datetime.now(UTC) - began > stuck_after else "ok"
+        # a round running for too long, or none for too long (the scheduler's thread hangs)
+        since = self.dispatch_began or self.last_dispatch or self.started_at
+        data["dispatch"] = "stuck" if since and datetime.now(UTC) - since > stuck_after else "ok"
         ok = data["store"] == "ok" and self.scheduler.running and data["dispatch"] == "ok"
         data["status"] = "ok" if ok else "unhealthy"
         return ok, data

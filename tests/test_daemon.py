@@ -236,3 +236,32 @@ def test_sigterm_exits_0_within_the_shutdown_time_and_the_message_in_hand_is_nev
 
         uncertain = json.loads(status.out)["uncertain"]
         assert len(uncertain) >= 1 and "never resent" in uncertain[0]["reason"]
+
+
+def test_health_turns_503_when_dispatch_hangs_or_stops_running(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from nudger.config import load_config
+    from nudger.daemon import Daemon
+    from nudger.engine import Engine
+
+    copy_example(tmp_path)
+    engine = Engine(load_config(tmp_path / "config.yaml"))
+    daemon = Daemon(engine.config, engine)
+    daemon.scheduler.start(paused=True)
+    try:
+        now = datetime.now(UTC)
+        daemon.started_at = daemon.last_dispatch = now - timedelta(seconds=20)
+        ok, data = daemon.health()
+        assert ok and data["dispatch"] == "ok" and data["store"] == "ok"
+        daemon.last_dispatch = now - timedelta(minutes=30)  # no round for half an hour
+        ok, data = daemon.health()
+        assert not ok and data["dispatch"] == "stuck" and data["status"] == "unhealthy"
+        daemon.dispatch_began = now - timedelta(minutes=30)  # one round running for half an hour
+        daemon.last_dispatch = now
+        assert daemon.health()[1]["dispatch"] == "stuck"
+        daemon.dispatch_began = now - timedelta(seconds=5)
+        assert daemon.health()[0]
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+        engine.close()
