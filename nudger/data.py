@@ -46,6 +46,8 @@ _FALSE = {"", "0", "false", "no", "nee", "n", "onwaar"}
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _PLAIN_AMOUNT = re.compile(r"\d{1,6}(?:[.,]\d{1,2})?")
 _THOUSANDS = re.compile(r"-?\d{1,3}([.,]\d{3})+")
+_BREAK = re.compile(r"\r\n|\r|\n")
+_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
 
 
 @dataclass(frozen=True)
@@ -224,13 +226,17 @@ def _read_csv(
         raise ImportRefused(f"{path}: the file does not exist: check `data` in config.yaml", "missing_file")
     handle = path.open(newline="", encoding="utf-8-sig")
     try:
-        sample = handle.read(4096)
-        handle.seek(0)
-        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t") if sample else csv.excel
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.DictReader(handle, dialect=dialect)
-    header = [h.strip() for h in (reader.fieldnames or [])]
+        try:
+            sample = handle.read(4096)
+            handle.seek(0)
+            dialect = csv.Sniffer().sniff(sample, delimiters=",;\t") if sample else csv.excel
+        except csv.Error:
+            dialect = csv.excel
+        reader = csv.DictReader(handle, dialect=dialect)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        handle.close()
+        raise _unreadable(path, exc, 1) from None
     reader.fieldnames = header
     missing = [c for c in required if c not in header]
     if missing:
@@ -244,22 +250,105 @@ def _read_csv(
 
     def rows() -> Iterator[tuple[int, dict]]:
         with handle:
-            for row in reader:
-                yield reader.line_num, row
+            line = 1
+            try:
+                for row in reader:
+                    line = reader.line_num
+                    yield line, row
+            except (UnicodeDecodeError, csv.Error) as exc:
+                raise _unreadable(path, exc, line + 1) from None
 
     return rows(), notes
+
+
+def _unreadable(path: Path, exc: UnicodeDecodeError | csv.Error, line: int) -> ImportRefused:
+    """A file that is not UTF-8 or not CSV is refused whole, naming the line where it goes wrong."""
+    if isinstance(exc, UnicodeDecodeError):  # only now, on the way out: find the line of the first bad byte
+        raw = path.read_bytes()
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            line = raw.count(b"\n", 0, bad.start) + 1
+            byte = f" (byte 0x{raw[bad.start]:02x})"
+        else:
+            byte = ""
+        return ImportRefused(
+            f"{path}:{line}: the file is not UTF-8 text{byte}, so nothing was imported: "
+            "export it as UTF-8 (in Excel: CSV UTF-8)",
+            "encoding",
+        )
+    return ImportRefused(
+        f"{path}:{line}: the file cannot be read as CSV ({exc}), so nothing was imported: "
+        'a quote (") is probably left open around here',
+        "bad_csv",
+    )
+
+
+def _runaway_quotes(
+    rows: Iterable[tuple[int, dict]], data: ImportData, where: str, counter: str
+) -> Iterator[tuple[int, dict]]:
+    """A cell that runs over several lines is a quote left open: it swallowed the rows after it.
+
+    Each swallowed line is reported and counted as a skipped row, so the bad-rows guard sees them
+    (no cell of the data contract holds a line break)."""
+    last = 1  # the header
+    for line, row in rows:
+        cells = [c for v in row.values() for c in (v if isinstance(v, list) else [v]) if isinstance(c, str)]
+        breaks = sum(len(_BREAK.findall(c)) for c in cells)
+        if not breaks:
+            last = line
+            yield line, row
+            continue
+        start = max(last + 1, line - breaks)
+        last = line
+        setattr(data, counter, getattr(data, counter) + line - start + 1)
+        data.problems.append(
+            RowProblem(
+                where,
+                start,
+                f'a quote (") opens in this row and is not closed on its line, so lines {start}-{line} '
+                "ran together; they were skipped",
+            )
+        )
+        data.problems.extend(
+            RowProblem(where, n, f"inside the quote left open on line {start}; skipped")
+            for n in range(start + 1, line + 1)
+        )
 
 
 def read_csv_source(tenants_path: Path, payments_path: Path | None) -> ImportData:
     """Read the two CSV files of the data contract."""
     rows, notes = _read_csv(tenants_path, TENANT_REQUIRED, TENANT_COLUMNS + OPTIONAL_COLUMNS)
     data = ImportData({}, notes=notes, source=str(tenants_path))
-    _collect_tenants(data, rows, str(tenants_path))
+    _collect_tenants(data, _runaway_quotes(rows, data, str(tenants_path), "tenant_rows"), str(tenants_path))
+    _refuse_cut_off(tenants_path, data)
     if payments_path is not None:
         prow, pnotes = _read_csv(payments_path, PAYMENT_COLUMNS, PAYMENT_COLUMNS)
         data.notes.extend(pnotes)
-        _collect_payments(data, prow, str(payments_path))
+        where = str(payments_path)
+        _collect_payments(data, _runaway_quotes(prow, data, where, "payment_rows"), where)
+        _refuse_cut_off(payments_path, data)
     return data
+
+
+def _refuse_cut_off(path: Path, data: ImportData) -> None:
+    """A file that ends inside a row it could not read was cut off halfway (an export or a copy that
+    stopped): the rows after the cut are missing too, so the whole file is refused."""
+    last = data.problems[-1] if data.problems else None
+    if last is None or last.file != str(path):
+        return
+    with path.open("rb") as handle:
+        size = handle.seek(0, 2)
+        handle.seek(max(size - 1, 0))
+        if size == 0 or handle.read(1) in (b"\n", b"\r"):
+            return
+    lines = len(_BREAK_BYTES.findall(path.read_bytes())) + 1
+    if last.line == lines:
+        raise ImportRefused(
+            f"{path}:{lines}: the file stops in the middle of a row, so it looks cut off "
+            "(an export or a copy that did not finish): nothing was imported; export the data again",
+            "truncated",
+        )
 
 
 def read_sql_source(config: DataConfig) -> ImportData:
@@ -315,6 +404,9 @@ def _collect_tenants(data: ImportData, rows: Iterable[tuple[int, dict]], where: 
 def _collect_payments(data: ImportData, rows: Iterable[tuple[int, dict]], where: str) -> None:
     for line, row in rows:
         data.payment_rows += 1
+        if None in row:
+            data.problems.append(RowProblem(where, line, "the row has more cells than the header; skipped"))
+            continue
         try:
             tid, payment = payment_from_row(row)
         except ValueError as exc:

@@ -176,6 +176,14 @@ class Engine(Dispatching):
                     "tenants really left",
                     "truncated",
                 )
+            if previous is not None and previous.payments and data.payment_rows < previous.payments * share:
+                raise ImportRefused(  # a cut payments file would read as rent paid late or not at all
+                    f"the payments data holds {data.payment_rows} rows, far fewer than the {previous.payments} of "
+                    f"the last import (less than {share:.0%}): it looks truncated, so nothing was imported or "
+                    "planned; check the export, or lower data.min_share_of_previous in config.yaml if the "
+                    "history really got shorter",
+                    "truncated",
+                )
             check_bad_share(data, self.config.data.max_bad_share)
         except ImportRefused as exc:
             self.metrics.imports.labels("refused").inc()
@@ -362,14 +370,16 @@ class Engine(Dispatching):
         ctx.booked = self.ledger.booked(now, tids)
         since = ctx.today - timedelta(days=LOOKBACK_DAYS + 366)
         nudges: list[PlannedNudge] = []
+        seen = 0
         with collector_paused():
             for facts in self.fact_batches(ctx.today, tids):  # a batch at a time: memory stays flat
+                seen += len(facts)
                 events = self.events_by_tenant(since, list(facts))
                 nudges.extend(plan(facts, events, ctx, rule_ids=rule_ids, tenant_ids=tids, explain=explain))
         added = moved = 0
         if store:
             new = [n for n in nudges if n.key not in movable and n.key not in ctx.existing]
-            held = self.guard(new, now, days)
+            held = self.guard(new, now, days, seen if tids is None else 0)
             added = self.ledger.add_planned([n for n in nudges if n.key not in movable], now, held)
             for n in nudges:
                 if n.key in movable and (n.status == "expired" or n.send_at != movable[n.key]):
@@ -384,11 +394,14 @@ class Engine(Dispatching):
             log("plan_done", planned=len(nudges), new=added, moved=moved, held=len(held) or None)
         return nudges, added
 
-    def guard(self, new: list[PlannedNudge], now: datetime, days: int) -> dict[str, str]:
-        """The mass-send guard over the nudges about to be stored: {key: why} of those to hold."""
+    def guard(self, new: list[PlannedNudge], now: datetime, days: int, seen: int = 0) -> dict[str, str]:
+        """The mass-send guard over the nudges about to be stored: {key: why} of those to hold.
+
+        The share is of the tenants in the newest accepted import (or, before any, of the tenants
+        this plan looked at); never of zero."""
         book = self.rulebook
         last = self.ledger.last_accepted_import()
-        total = last.tenants if last is not None else len(self.ledger.tenant_ids())
+        total = max(last.tenants if last is not None else 0, seen) or len(self.ledger.tenant_ids()) or len(new)
         g = self.config.guard
         limits = GuardLimits(
             max_share_per_day=g.max_share_per_day,

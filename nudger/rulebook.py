@@ -628,6 +628,13 @@ class _Loader:
                     'write five fields "minute hour day month weekday", like "0 10 1 12 *"',
                 )
                 return None
+            if _fires_twice_a_day(t.cron, self.config.zone):
+                err(
+                    ("trigger", "cron"),
+                    f"`{value}` fires more than once a day",
+                    'a campaign goes out once on its day: give one minute and one hour, like "0 10 1 12 *"',
+                )
+                return None
         elif kind == "at":
             try:
                 moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
@@ -723,6 +730,20 @@ def _names_hint(problem: str, allowed: frozenset[str]) -> str:
         if close:
             return f"did you mean `{close[0]}`? (see the list of names in docs/rulebook.md)"
     return "see the list of names in docs/rulebook.md"
+
+
+def _fires_twice_a_day(cron: CronTrigger, zone: Any) -> bool:
+    """Whether a cron moment fires twice on one day, like `*/5 * * * *`: a tenant gets one ask a day,
+    and planning a moment every five minutes for every tenant takes hours."""
+    moment, previous = datetime(2026, 1, 1, tzinfo=zone), None
+    for _ in range(50):
+        fire = cron.get_next_fire_time(previous, moment)
+        if fire is None:
+            return False
+        if previous is not None and fire.astimezone(zone).date() == previous.astimezone(zone).date():
+            return True
+        previous, moment = fire, fire + timedelta(seconds=1)
+    return False
 
 
 def _parse_range(item: str | date) -> tuple[date, date] | None:
