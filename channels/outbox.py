@@ -47,7 +47,7 @@ def write_private(path: Path, data: bytes) -> None:
     """Write a file only its owner can read, in folders only its owner can enter."""
     for folder in reversed([path.parent, *path.parent.parents]):
         if not folder.exists():
-            folder.mkdir(mode=0o700)
+            folder.mkdir(mode=0o700, exist_ok=True)  # another channel may make it at this moment
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:

@@ -334,7 +334,7 @@ def _private_folders(folder: Path) -> None:
     """Create `folder` and its missing parents only their owner can enter (as write_private does)."""
     for each in reversed([folder, *folder.parents]):
         if not each.exists():
-            each.mkdir(mode=0o700)
+            each.mkdir(mode=0o700, exist_ok=True)
 
 
 def _signature_fallback(message: Message) -> str:

@@ -141,10 +141,16 @@ class Daemon:
                 warn("import_failed", reason=f"{type(exc).__name__}: run `nudger import` for the details")
                 return
             self.engine.metrics.last_import.set_to_current_time()
-        self.plan()
+        self.plan(after_import=True)
 
-    def plan(self, rule_ids: list[str] | None = None) -> None:
-        with self.engine.ledger.exclusive("plan") as mine:
+    def plan(self, rule_ids: list[str] | None = None, *, after_import: bool = False) -> None:
+        """Plan (one daemon at a time). After an import, wait for a running plan to finish and plan
+        the fresh data; otherwise leave it to the daemon already at it."""
+        ledger = self.engine.ledger
+        if ledger.last_accepted_import() is None:
+            log("plan_skipped", reason="nothing imported yet")  # the first import plans when it is done
+            return
+        with ledger.exclusive("plan", wait=after_import) as mine:
             if not mine:
                 log("plan_skipped", reason="another daemon is planning")
                 return

@@ -74,6 +74,13 @@ class DispatchReport:
         )
 
 
+@dataclass(frozen=True)
+class BatchView:
+    facts: dict[str, Facts]
+    opted: dict[str, set[str]]  # tenant -> channels opted out of ("all" for every channel)
+    paused_until: date | None  # the organisation-wide pause
+
+
 class Dispatching:
     """Dispatch, mixed into the Engine."""
 
@@ -126,11 +133,12 @@ class Dispatching:
             groups: dict[str, list[Claimed]] = {}
             for claimed in batch:
                 groups.setdefault(claimed.tenant_id, []).append(claimed)
+            view = self.batch_view(list(groups))
             if threads <= 1 or len(groups) == 1:
-                self._dispatch_group(batch, report)
+                self._dispatch_group(batch, report, view)
             else:
                 with ThreadPoolExecutor(min(threads, len(groups)), thread_name_prefix="nudger-send") as pool:
-                    futures = [pool.submit(self._dispatch_group, g, report) for g in groups.values()]
+                    futures = [pool.submit(self._dispatch_group, g, report, view) for g in groups.values()]
                 for future in futures:
                     future.result()  # a failure in a thread fails the run as it would without threads
             limit -= len(batch)
@@ -138,13 +146,20 @@ class Dispatching:
                 break
         return report
 
-    def _dispatch_group(self, group: list[Claimed], report: DispatchReport) -> None:
+    def batch_view(self, tenant_ids: list[str]) -> BatchView:
+        """What a claimed batch needs from the store, read once for all its tenants (read just
+        after the claim, so still the newest facts). Caps are read per message, at send time."""
+        return BatchView(
+            self.facts(self.today(), tenant_ids), self.ledger.opted_out_many(tenant_ids), self.paused_until()
+        )
+
+    def _dispatch_group(self, group: list[Claimed], report: DispatchReport, view: BatchView | None = None) -> None:
         for claimed in group:
             if self.stop.is_set():  # shutting down: what is not in hand goes back, untouched
                 self._move(claimed.id, PLANNED, self.now(), "released at shutdown")
                 report.add("released", claimed, "released at shutdown")
                 continue
-            self.dispatch_one(claimed, report)
+            self.dispatch_one(claimed, report, view)
 
     def _reschedule(
         self,
@@ -167,9 +182,10 @@ class Dispatching:
             self._move(c.id, PLANNED, now, reason, send_at=slot.at)
             report.add("moved", c, reason)
 
-    def dispatch_one(self, c: Claimed, report: DispatchReport) -> None:
+    def dispatch_one(self, c: Claimed, report: DispatchReport, view: BatchView | None = None) -> None:
         now = self.now()
         today = now.date()
+        view = view or self.batch_view([c.tenant_id])
         book = self.rulebook
         rule = book.rules.get(c.rule_id)
         if rule is None or not rule.enabled:
@@ -182,7 +198,7 @@ class Dispatching:
             self._move(c.id, EXPIRED, now, why)
             report.add("expired", c, why)
             return
-        facts = self.facts(today, [c.tenant_id]).get(c.tenant_id)
+        facts = view.facts.get(c.tenant_id)
         if facts is None:
             why = "the tenant is no longer in the data"
             self._move(c.id, "cancelled", now, why)
@@ -190,7 +206,7 @@ class Dispatching:
             return
         record = facts.record
         windows = [rule.windows, parse_windows(list(record.window)) if record.window else ()]
-        org_pause = self.paused_until()
+        org_pause = view.paused_until
         for until, who in ((org_pause, "the organisation paused all messages"), (record.pause_until, "the tenant")):
             if until is not None and today <= until:
                 why = f"paused until {until.isoformat()}" + (f" ({who})" if until is org_pause else "")
@@ -234,7 +250,7 @@ class Dispatching:
             tomorrow = self.policy.local_midnight(today + timedelta(days=1))
             self._reschedule(c, report, now, tomorrow, "nobody can sign today (officer and backups away)", windows)
             return
-        self._send(c, rule, facts, signer, language, scope, report)
+        self._send(c, rule, facts, signer, language, scope, report, view.opted.get(c.tenant_id, set()))
 
     def _capped(self, tenant_id: str, now: datetime) -> str:
         p = self.config.pacing
@@ -246,12 +262,15 @@ class Dispatching:
             return f"one ask at a time: already {p.max_per_week} message(s) in 7 days"
         return ""
 
-    def candidate_channels(self, rule: Rule, facts: Facts, tried: Iterable[str]) -> tuple[list[str], list[str]]:
+    def candidate_channels(
+        self, rule: Rule, facts: Facts, tried: Iterable[str], opted: set[str] | None = None
+    ) -> tuple[list[str], list[str]]:
         """The channels to try in order, and why each other one was passed over."""
         from .contact import why_unreachable
 
         recipient = recipient_of(facts.record, self.config)
-        opted = self.ledger.opted_out(facts.record.tenant_id)
+        if opted is None:
+            opted = self.ledger.opted_out(facts.record.tenant_id)
         usable, skipped = [], []
         for name in channel_order(rule, facts):
             channel = self.channels.get(name)
@@ -331,11 +350,12 @@ class Dispatching:
         language: str,
         scope: dict[str, Any],
         report: DispatchReport,
+        opted: set[str] | None = None,
     ) -> None:
         ledger = self.ledger
         tried = list(c.tried_channels)
         reasons: list[str] = []
-        usable, skipped = self.candidate_channels(rule, facts, tried)
+        usable, skipped = self.candidate_channels(rule, facts, tried, opted)
         reasons.extend(skipped)
         for name in usable:
             now = self.now()

@@ -406,9 +406,12 @@ class Ledger:
         if channel is not None:
             values["channel"] = channel
         with self.session() as s:
-            current = s.scalar(select(Nudge.state).where(Nudge.id == nudge_id))
-            if current is None or (expects is not None and current not in expects):
-                return False
+            if expects is not None and len(expects) == 1:
+                current = expects[0]  # the usual case: the update's condition is the check
+            else:
+                current = s.scalar(select(Nudge.state).where(Nudge.id == nudge_id))
+                if current is None or (expects is not None and current not in expects):
+                    return False
             stmt = update(Nudge).where(Nudge.id == nudge_id, Nudge.state == current)
             if worker is not None and current == CLAIMED:  # a claim is changed only by its own worker
                 stmt = stmt.where(Nudge.claimed_by == worker)
@@ -538,16 +541,21 @@ class Ledger:
 
     # --- work only one daemon should do ---------------------------------------------------------
     @contextmanager
-    def exclusive(self, name: str) -> Iterator[bool]:
+    def exclusive(self, name: str, *, wait: bool = False) -> Iterator[bool]:
         """Try to become the one process doing `name` (the import, planning): yields True if this
-        process got it, False if another one is at it right now. PostgreSQL: a session-level advisory
-        lock, freed when the work ends or the process dies. SQLite: one daemon per store anyway."""
+        process got it, False if another one is at it right now (with `wait`, waits its turn and
+        always yields True). PostgreSQL: a session-level advisory lock, freed when the work ends or
+        the process dies. SQLite: one daemon per store anyway."""
         if self.engine.dialect.name != "postgresql":
             yield True
             return
         key = int.from_bytes(hashlib.sha256(f"nudger:{name}".encode()).digest()[:8], "big", signed=True)
         with self.engine.connect() as conn:
-            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+            if wait:
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                got = True
+            else:
+                got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
             conn.commit()
             try:
                 yield got
@@ -829,6 +837,17 @@ class Ledger:
             row = s.get(Nudge, nudge_id)
             if row is not None:
                 row.provider_status = f"{status} ({code})" if code else status
+
+    def opted_out_many(self, tenant_ids: Sequence[str]) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        with self.session() as s:
+            for start in range(0, len(tenant_ids), 900):
+                q = select(OptOut.tenant_id, OptOut.channel).where(
+                    OptOut.tenant_id.in_(list(tenant_ids[start : start + 900]))
+                )
+                for tid, channel in s.execute(q):
+                    out.setdefault(tid, set()).add(channel)
+        return out
 
     def opted_out(self, tenant_id: str) -> set[str]:
         with self.session() as s:

@@ -80,6 +80,9 @@ def setup(level: str = "info", stream: Any = None) -> None:
     LOGGER.handlers[:] = [handler]
     LOGGER.setLevel(level.upper())
     LOGGER.propagate = False
+    # APScheduler's own lines (a job skipped because the last run is still busy) are not ours:
+    # they would break the one-line format; failures of our jobs are logged as event=job_failed
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
 def flush() -> None:

@@ -466,3 +466,28 @@ def _basic_auth(header: str) -> tuple[str, str] | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     return user, password
+
+
+def restart(fake: FakeTwilio, port: int) -> FakeTwilio:
+    """Start a stopped server again on `port` (the one it had), keeping what it recorded and its scripts.
+
+    How a test takes the provider away for a while (connections are refused while it is stopped) and
+    brings it back where the clients expect it::
+
+        port = server.port
+        server.stop()          # connection refused from here on
+        ...
+        restart(server, port)  # the same base_url answers again
+    """
+    if fake._server is not None:
+        raise RuntimeError("the fake Twilio server is running: stop() it first")
+    handler = type("_BoundHandler", (_Handler,), {"fake": fake})
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)  # SO_REUSEADDR: no wait for TIME_WAIT
+    server.daemon_threads = True
+    fake._server = server
+    fake._stopping.clear()
+    fake._thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-twilio", daemon=True
+    )
+    fake._thread.start()
+    return fake
