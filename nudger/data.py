@@ -426,14 +426,27 @@ def _as_text(row: Mapping) -> dict[str, str | None]:
     }
 
 
+def newest_file(pattern: str, base: Path) -> Path:
+    """The file a data setting names; with a wildcard (`exports/tenants-*.csv`), the newest file
+    that matches it (by modification time, then name), so a new export dropped in the folder is
+    what the next import reads."""
+    path = Path(pattern) if Path(pattern).is_absolute() else base / pattern
+    if not any(ch in pattern for ch in "*?["):
+        return path
+    matches = [p for p in path.parent.glob(path.name) if p.is_file()]
+    if not matches:
+        raise ImportRefused(
+            f"{path}: no file matches this pattern: check `data` in config.yaml and the export folder",
+            "missing_file",
+        )
+    return max(matches, key=lambda p: (p.stat().st_mtime, p.name))
+
+
 def read_source(config: DataConfig, base: Path) -> ImportData:
     if config.source == "sql":
         return read_sql_source(config)
-    tenants = Path(config.tenants)
-    payments = Path(config.payments) if config.payments else None
-    tenants = tenants if tenants.is_absolute() else base / tenants
-    if payments is not None and not payments.is_absolute():
-        payments = base / payments
+    tenants = newest_file(config.tenants, base)
+    payments = newest_file(config.payments, base) if config.payments else None
     return read_csv_source(tenants, payments)
 
 

@@ -265,3 +265,45 @@ def test_health_turns_503_when_dispatch_hangs_or_stops_running(tmp_path: Path) -
     finally:
         daemon.scheduler.shutdown(wait=False)
         engine.close()
+
+
+def test_a_new_export_dropped_in_the_data_folder_is_what_the_next_scheduled_import_reads(tmp_path: Path) -> None:
+    import csv
+    import shutil
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from nudger.config import load_config
+    from nudger.daemon import Daemon
+    from nudger.engine import Engine
+
+    copy_example(tmp_path, data={"tenants": "exports/tenants-*.csv", "payments": "exports/payments-*.csv"})
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    for name in ("tenants", "payments"):
+        shutil.copy(tmp_path / "examples" / f"{name}.csv", exports / f"{name}-2026-11-29.csv")
+    moment = [datetime(2026, 11, 29, 6, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))]
+    engine = Engine(load_config(tmp_path / "config.yaml"), clock=lambda: moment[0])
+    daemon = Daemon(engine.config, engine)
+    try:
+        daemon.import_and_plan()
+        first = engine.ledger.last_accepted_import()
+        assert first is not None and first.source.endswith("tenants-2026-11-29.csv")
+        # the next day's export arrives: T-1010 now owes rent
+        with (exports / "tenants-2026-11-29.csv").open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        for row in rows:
+            if row["tenant_id"] == "T-1010":
+                row["arrears"], row["arrears_since"] = "250.00", "2026-11-01"
+        with (exports / "tenants-2026-11-30.csv").open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        shutil.copy(exports / "payments-2026-11-29.csv", exports / "payments-2026-11-30.csv")
+        moment[0] += timedelta(days=1)
+        daemon.import_and_plan()
+        second = engine.ledger.last_accepted_import()
+        assert second.id != first.id and second.source.endswith("tenants-2026-11-30.csv")
+        assert [e.name for e in engine.ledger.events_for("T-1010")] == ["arrears_started"]
+    finally:
+        engine.close()
