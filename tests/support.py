@@ -33,6 +33,7 @@ def postgres_or_skip() -> str:
         pytest.skip(f"no PostgreSQL at {PG_URL} (set NUDGER_TEST_PG_URL): {type(exc).__name__}")
     return PG_URL
 
+
 # Two officers who back each other up: the smallest officers.yaml for rulebooks built in a test.
 OFFICERS_YAML = """\
 fatima:
