@@ -386,9 +386,12 @@ def send(
         return
     for r in report.results:
         click.echo(f"{r['outcome']:9} {r['key']} {r['channel']} {r['reason']}")
+    held = [n for n in nudges if n.status == "held"]
+    for n in held:
+        click.echo(f"held      {n.key} {n.reason}")
     click.echo(
         f"{report.sent} sent, {report.moved} moved, {report.retry} to retry, {report.failed} failed, "
-        f"{report.expired} expired, {report.cancelled} cancelled"
+        f"{report.expired} expired, {report.cancelled} cancelled" + (f", {len(held)} held" if held else "")
     )
 
 

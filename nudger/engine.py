@@ -377,10 +377,14 @@ class Engine(Dispatching):
                 events = self.events_by_tenant(since, list(facts))
                 nudges.extend(plan(facts, events, ctx, rule_ids=rule_ids, tenant_ids=tids, explain=explain))
         added = moved = 0
+        new = [n for n in nudges if n.key not in movable and n.key not in ctx.existing]
+        held = self.guard(new, now, days, seen if tids is None else 0, store=store)
         if store:
-            new = [n for n in nudges if n.key not in movable and n.key not in ctx.existing]
-            held = self.guard(new, now, days, seen if tids is None else 0)
             added = self.ledger.add_planned([n for n in nudges if n.key not in movable], now, held)
+        for n in nudges:  # callers show it; a dry run shows what storing this plan would hold
+            if n.key in held:
+                n.status, n.reason = "held", held[n.key] if store else f"would be {held[n.key]}"
+        if store:
             for n in nudges:
                 if n.key in movable and (n.status == "expired" or n.send_at != movable[n.key]):
                     moved += self.ledger.replan(
@@ -394,7 +398,9 @@ class Engine(Dispatching):
             log("plan_done", planned=len(nudges), new=added, moved=moved, held=len(held) or None)
         return nudges, added
 
-    def guard(self, new: list[PlannedNudge], now: datetime, days: int, seen: int = 0) -> dict[str, str]:
+    def guard(
+        self, new: list[PlannedNudge], now: datetime, days: int, seen: int = 0, *, store: bool = False
+    ) -> dict[str, str]:
         """The mass-send guard over the nudges about to be stored: {key: why} of those to hold.
 
         The share is of the tenants in the newest accepted import (or, before any, of the tenants
@@ -413,8 +419,9 @@ class Engine(Dispatching):
         start = datetime.combine(now.date(), datetime.min.time(), self.config.zone)
         load = self.ledger.day_load(start, start + timedelta(days=days + 60))
         held, holds = mass_holds(new, load, limits, self.config.zone)
-        for h in holds:
-            warn("plan_held", rule=h.rule_id, day=h.day.isoformat(), count=h.held)
+        if store:
+            for h in holds:
+                warn("plan_held", rule=h.rule_id, day=h.day.isoformat(), count=h.held)
         return held
 
     # dispatch: see nudger/dispatch.py (Dispatching)

@@ -140,3 +140,22 @@ def test_held_messages_nobody_releases_expire_with_the_reason(strict: Path) -> N
     history = json.loads(nudger(strict, "history", "T-1006", "--json").out)
     reminder = next(n for n in history["nudges"] if n["rule"] == "rent-reminder")
     assert reminder["state"] == "expired" and "nobody released it" in reminder["reason"]
+
+
+def test_plan_and_send_show_what_the_guard_would_hold_or_holds(strict: Path) -> None:
+    dry = nudger(strict, "plan", "--date", "2026-11-30", "--days", "2", "--json")
+    assert dry.code == 0, dry.text
+    rows = json.loads(dry.out)
+    held = [r for r in rows if r["status"] == "held"]
+    assert held and all(r["reason"].startswith("would be held:") and "of 64 tenants" in r["reason"] for r in held)
+    assert not (strict / "var").exists()  # a dry run stores nothing
+    send = nudger(strict, "send", "december-card", "--now", "2026-12-01T10:00")
+    assert send.code == 0, send.text
+    assert "11 held" in send.out and "nudger release december-card --date 2026-12-01" in send.out
+    printed = list((strict / "var").rglob("*.pdf")) + [p for p in outbox_files(strict) if "december-card" in p.name]
+    assert printed == []
+    released = nudger(strict, "release", "december-card")
+    assert released.code == 0 and "released 11" in released.out
+    again = nudger(strict, "send", "december-card", "--now", "2026-12-01T10:05")
+    assert again.code == 0 and "held" not in again.out, again.text
+    assert list((strict / "var").rglob("*.pdf")) or any("december-card" in p.name for p in outbox_files(strict))
