@@ -268,8 +268,13 @@ def test_every_command_has_help_with_an_example(example: Path) -> None:
         "called",
         "pause",
         "resume",
+        "status",
+        "release",
+        "cancel",
+        "db upgrade",
+        "db current",
     ):
-        result = nudger(example, command, "--help")
+        result = nudger(example, *command.split(), "--help")
         assert result.code == 0 and "Example:" in result.out, command
 
 
