@@ -777,17 +777,25 @@ def status(ctx: Ctx, as_json: bool) -> None:
         sys.exit(3)
 
 
-def _held_days(ctx: Ctx, rule_id: str, day: datetime | None, verb: str) -> tuple[Any, set[date] | None]:
+def _decide_held(ctx: Ctx, rule_id: str, day: datetime | None, verb: str) -> None:
+    """`release` or `cancel` the held messages of a rule (on one day, or all)."""
     from .ledger import HELD
+    from .log import log
 
     engine = ctx.engine()
-    if rule_id not in engine.rulebook.rules and not engine.ledger.nudges(rule_id=rule_id, limit=1):
+    try:
+        if rule_id not in engine.rulebook.rules and not engine.ledger.nudges(rule_id=rule_id, limit=1):
+            raise NudgerError(f"there is no rule `{rule_id}`: see `nudger status` for what is held")
+        if not engine.ledger.nudges(rule_id=rule_id, states=[HELD], limit=1):
+            raise NudgerError(f"nothing of `{rule_id}` is held: nothing to {verb} (see `nudger status`)")
+        days = {day.date()} if day is not None else None
+        let = engine.ledger.release if verb == "release" else engine.ledger.cancel_held
+        count = let(rule_id, days, ctx.config.zone, engine.now())
+    finally:
         engine.close()
-        raise NudgerError(f"there is no rule `{rule_id}`: see `nudger status` for what is held")
-    if not engine.ledger.nudges(rule_id=rule_id, states=[HELD], limit=1):
-        engine.close()
-        raise NudgerError(f"nothing of `{rule_id}` is held: nothing to {verb} (see `nudger status`)")
-    return engine, ({day.date()} if day is not None else None)
+    done = "released" if verb == "release" else "cancelled"
+    log(f"held_{done}", rule=rule_id, count=count, day=_day(day))
+    click.echo(f"{done} {count} held message(s) of {rule_id}" + (f" on {_day(day)}" if day else ""))
 
 
 @cli.command()
@@ -805,15 +813,7 @@ def release(ctx: Ctx, rule_id: str, day: datetime | None) -> None:
     Example:
       nudger release december-campaign --date 2026-12-01
     """
-    engine, days = _held_days(ctx, rule_id, day, "release")
-    try:
-        moved = engine.ledger.release(rule_id, days, ctx.config.zone, engine.now())
-    finally:
-        engine.close()
-    from .log import log
-
-    log("held_released", rule=rule_id, count=moved, day=_day(day))
-    click.echo(f"released {moved} held message(s) of {rule_id}" + (f" on {_day(day)}" if day else ""))
+    _decide_held(ctx, rule_id, day, "release")
 
 
 @cli.command()
@@ -827,15 +827,7 @@ def cancel(ctx: Ctx, rule_id: str, day: datetime | None) -> None:
     Example:
       nudger cancel december-campaign
     """
-    engine, days = _held_days(ctx, rule_id, day, "cancel")
-    try:
-        dropped = engine.ledger.cancel_held(rule_id, days, ctx.config.zone, engine.now())
-    finally:
-        engine.close()
-    from .log import log
-
-    log("held_cancelled", rule=rule_id, count=dropped, day=_day(day))
-    click.echo(f"cancelled {dropped} held message(s) of {rule_id}" + (f" on {_day(day)}" if day else ""))
+    _decide_held(ctx, rule_id, day, "cancel")
 
 
 def main() -> None:
