@@ -8,7 +8,9 @@ It generates synthetic data with ``benchmarks/make_data.py`` into a temporary fo
 config.yaml there (the repository's config with the data, store, var_dir and rules pointed at the
 temporary folder and the repository's ``rules/``), and runs every step in a fresh Python process
 with a fixed clock (Monday 2026-11-30 10:00 Europe/Amsterdam), so each step's peak RSS is its own.
-The steps share the SQLite store in the temporary folder, like successive ``nudger`` commands do.
+The steps share the SQLite store in the temporary folder, like successive ``nudger`` commands do;
+with ``--store postgresql`` they share a PostgreSQL database instead (its public schema is emptied
+before each pass), so the two stores can be compared on the same data.
 
 Per step it records the wall-clock time of the engine call (``time.perf_counter``), the process's
 peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, which includes the interpreter and its
@@ -58,6 +60,10 @@ STEP_TITLES = {
 
 # What a run copies from the repository (see snapshot_code).
 SNAPSHOT_PATHS = ("nudger", "channels", "rules", "config.yaml", "benchmarks/make_data.py")
+
+# PostgreSQL for --store postgresql: a database of its own on the project's server (created when
+# missing), as the tests empty the `test` database's public schema whenever they start.
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/nudger_bench"
 
 # The fixed clock: a Monday within office hours, the reference day of make_data.py.
 CLOCK = (2026, 11, 30, 10, 0)
@@ -200,11 +206,69 @@ def run_child(args: argparse.Namespace) -> None:
         except Exception as exc:  # informational only
             out["ledger_states"] = {"error": repr(exc)}
         engine.close()
-        db = Path(config.store_url.removeprefix("sqlite:///"))
-        out["db_mb"] = round(sum(p.stat().st_size for p in db.parent.glob(db.name + "*")) / 2**20, 1)
+        out["db_mb"] = store_mb(config.store_url)
     out["peak_rss_mb"] = _rss_mb()
     out["process_s"] = time.perf_counter() - started
     Path(args.child_out).write_text(json.dumps(out, indent=1, default=str), encoding="utf-8")
+
+
+def store_mb(url: str) -> float:
+    """The store's size: the SQLite file (with -wal and -shm), or PostgreSQL's tables with their indexes
+    and TOAST (pg_total_relation_size over the public schema)."""
+    if url.startswith("sqlite:///"):
+        db = Path(url.removeprefix("sqlite:///"))
+        return round(sum(p.stat().st_size for p in db.parent.glob(db.name + "*")) / 2**20, 1)
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            size = conn.execute(
+                text(
+                    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'"
+                )
+            ).scalar()
+    finally:
+        engine.dispose()
+    return round(float(size or 0) / 2**20, 1)
+
+
+def reset_postgres(url: str) -> None:
+    """Create the database when missing, then empty its public schema."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": target.database}).first()
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+    finally:
+        admin.dispose()
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+    finally:
+        engine.dispose()
+
+
+def postgres_version(url: str) -> str:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    engine = create_engine(make_url(url).set(database="postgres"))
+    try:
+        with engine.connect() as conn:
+            return str(conn.execute(text("SHOW server_version")).scalar())
+    except Exception as exc:  # noqa: BLE001 - informational
+        return f"unknown ({type(exc).__name__})"
+    finally:
+        engine.dispose()
 
 
 class _PeakSampler:
@@ -292,7 +356,7 @@ def _profile_summary(profiler: Any, top: int) -> dict[str, list[dict[str, Any]]]
 # ------------------------------------------------------------------------------------------------
 # Parent: orchestration
 # ------------------------------------------------------------------------------------------------
-def write_config(work: Path, data_dir: Path, name: str) -> Path:
+def write_config(work: Path, data_dir: Path, name: str, store: str = "sqlite", pg_url: str = PG_URL) -> Path:
     import yaml
 
     code = json.loads((work / "src" / "code.json").read_text(encoding="utf-8"))
@@ -301,7 +365,7 @@ def write_config(work: Path, data_dir: Path, name: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     raw["data"]["tenants"] = str(data_dir / "tenants.csv")
     raw["data"]["payments"] = str(data_dir / "payments.csv")
-    raw["store"] = f"sqlite:///{root / 'bench.db'}"
+    raw["store"] = f"sqlite:///{root / 'bench.db'}" if store == "sqlite" else pg_url
     raw["var_dir"] = str(root / "var")
     raw["rules"] = code["rules"]
     path = root / "config.yaml"
@@ -362,7 +426,9 @@ def run_pass(
     args: argparse.Namespace, work: Path, name: str, modes: dict[str, str], upto: str | None = None
 ) -> dict[str, dict[str, Any]]:
     """Run the steps in a new store. modes: step -> plain|cprofile|tracemalloc."""
-    config = write_config(work, work / "data", name)
+    config = write_config(work, work / "data", name, args.store, args.pg_url)
+    if args.store == "postgresql":
+        reset_postgres(args.pg_url)  # a new, empty store for this pass
     steps = [s for s in STEPS if s != "dispatch" or args.dispatch_limit > 0]
     if upto is not None:
         steps = steps[: steps.index(upto) + 1]
@@ -425,12 +491,12 @@ def _git(*a: str, binary: bool = False) -> Any:
     return proc.stdout if binary else proc.stdout.decode()
 
 
-def snapshot_code(work: Path, which: str) -> str:
+def snapshot_code(work: Path, which: str, rev: str = "HEAD") -> str:
     """Copy the engine (nudger/, channels/) into <work>/src, so every step runs the same code.
 
     Someone may be editing the repository during a run of several minutes. "head" takes the
-    last commit (a consistent, named state); "worktree" copies the working tree as it is now.
-    Returns a description of what was measured.
+    last commit (a consistent, named state), or the commit `rev`; "worktree" copies the working
+    tree as it is now. Returns a description of what was measured.
     """
     import io
     import tarfile
@@ -439,25 +505,29 @@ def snapshot_code(work: Path, which: str) -> str:
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)
     try:
-        commit = _git("rev-parse", "--short", "HEAD").strip()
+        commit = _git("rev-parse", "--short", rev if which == "head" else "HEAD").strip()
         dirty = [line[3:] for line in _git("status", "--porcelain", "--", *SNAPSHOT_PATHS).splitlines()]
     except (OSError, RuntimeError, subprocess.SubprocessError):
         commit, dirty, which = "", [], "worktree"
     rules = str(REPO / "rules")
     if which == "head":
-        archive = _git("archive", "--format=tar", "HEAD", *SNAPSHOT_PATHS, binary=True)
+        archive = _git("archive", "--format=tar", rev, *SNAPSHOT_PATHS, binary=True)
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(src, filter="data")
         config_yaml = (src / "config.yaml").read_text(encoding="utf-8")
+        pinned = _git("rev-parse", rev).strip() != _git("rev-parse", "HEAD").strip()
         rules_dirty = [d for d in dirty if d.startswith("rules/")]
-        if rules_dirty:
+        if rules_dirty or pinned:
             # The working tree's rulebook may not match the committed engine: use the committed one.
             rules = str(src / "rules")
-        what = f"commit {commit} (HEAD, extracted with git archive)"
-        if dirty:
-            what += f"; not measured: uncommitted changes to {', '.join(dirty)}"
-        if rules_dirty:
-            what += "; rules/ from HEAD too, as the working tree's differ"
+        if pinned:
+            what = f"commit {commit} (`--commit {rev}`, not HEAD; extracted with git archive, rules/ from it too)"
+        else:
+            what = f"commit {commit} (HEAD, extracted with git archive)"
+            if dirty:
+                what += f"; not measured: uncommitted changes to {', '.join(dirty)}"
+            if rules_dirty:
+                what += "; rules/ from HEAD too, as the working tree's differ"
     else:
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
         for pkg in ("nudger", "channels"):
@@ -576,18 +646,24 @@ def render(
     total_s: float,
 ) -> str:
     n = args.tenants
+    pg = args.store == "postgresql"
+    key = section_key(args)
+    store_name = f"PostgreSQL {machine.get('postgres', '?')}" if pg else f"SQLite {machine['sqlite']}"
     lines = [
-        f"<!-- bench:{n} begin -->",
-        f"## {n:,} tenants",
+        f"<!-- {key} begin -->",
+        f"## {n:,} tenants" + (f", {store_name} store" if pg else ""),
         "",
         f"Run on {machine['date']} with `python benchmarks/bench_pipeline.py --tenants {n}"
+        + (" --store postgresql" if pg else "")
+        + (f" --pg-url {args.pg_url}" if pg and args.pg_url != PG_URL else "")
         + (f" --dispatch-limit {args.dispatch_limit}" if args.dispatch_limit != 1000 else "")
         + (f" --seed {args.seed}" if args.seed != 2026 else "")
         + (" --code worktree" if args.code == "worktree" else "")
+        + (f" --commit {args.commit}" if args.code == "head" and args.commit != "HEAD" else "")
         + f"` (whole run {total_s / 60:.1f} min).",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']} RAM, {machine['os']}; "
-        f"Python {machine['python']}, SQLite {machine['sqlite']}, SQLAlchemy {machine['sqlalchemy']}.",
+        f"Python {machine['python']}, {store_name}, SQLAlchemy {machine['sqlalchemy']}.",
         "",
         f"Code measured: {machine['code']}.",
         "",
@@ -610,7 +686,13 @@ def render(
         "load average when the step started (other work on the machine slows a step down). "
         "Peak RSS: `ru_maxrss` of the step's own process, "
         "interpreter and imports included (RSS before: the same just before the call). "
-        "Each step is a fresh process on the same SQLite store; clock fixed at 2026-11-30 10:00 Europe/Amsterdam.",
+        + (
+            "Each step is a fresh process on the same PostgreSQL database (on this machine, public schema emptied "
+            "first; its server's own memory is not in the peak RSS); "
+            if pg
+            else "Each step is a fresh process on the same SQLite store; "
+        )
+        + "clock fixed at 2026-11-30 10:00 Europe/Amsterdam.",
         "",
         "| Target | Figure | Met |",
         "|---|---|---|",
@@ -676,8 +758,13 @@ def render(
                     lines.append(f"| `{r['where']}` | {code} | {r['mb']:.1f} | {r.get('count', 0):,} |")
     if args.notes:
         lines += ["", args.notes]
-    lines += ["", f"<!-- bench:{n} end -->"]
+    lines += ["", f"<!-- {key} end -->"]
     return "\n".join(lines) + "\n"
+
+
+def section_key(args: argparse.Namespace) -> str:
+    """The RESULTS.md section of a run: one per tenant count and store."""
+    return f"bench:{args.tenants}" if args.store == "sqlite" else f"bench-postgresql:{args.tenants}"
 
 
 RESULTS_HEADER = """# Benchmark results
@@ -690,9 +777,10 @@ not slower than the first import.
 """
 
 
-def record(section: str, n: int) -> None:
+def record(section: str, n: int, key: str | None = None) -> None:
     text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else RESULTS_HEADER
-    begin, end = f"<!-- bench:{n} begin -->", f"<!-- bench:{n} end -->"
+    key = key or f"bench:{n}"
+    begin, end = f"<!-- {key} begin -->", f"<!-- {key} end -->"
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
         _, tail = rest.split(end, 1)
@@ -703,9 +791,13 @@ def record(section: str, n: int) -> None:
 
         marks = [(int(m.group(1)), m.start()) for m in re.finditer(r"<!-- bench:(\d+) begin -->", text)]
         after = [pos for count, pos in marks if count > n]
+        if key != f"bench:{n}":  # other stores: after the SQLite section of the same count, or at the end
+            mark = f"<!-- bench:{n} end -->"
+            after = [text.index(mark) + len(mark)] if mark in text else []
+            section = "\n\n" + section.rstrip("\n")
         if after:
             pos = min(after)
-            text = text[:pos] + section + "\n" + text[pos:]
+            text = text[:pos] + section + ("" if key != f"bench:{n}" else "\n") + text[pos:]
         else:
             text = text.rstrip("\n") + "\n\n" + section
     RESULTS.write_text(text, encoding="utf-8")
@@ -724,7 +816,10 @@ def run_parent(args: argparse.Namespace) -> int:
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix=f"nudger-bench-{args.tenants}-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"nudger benchmark: {args.tenants:,} tenants in {work}")
-    machine["code"] = snapshot_code(work, args.code)
+    machine["code"] = snapshot_code(work, args.code, args.commit)
+    if args.store == "postgresql":
+        machine["postgres"] = postgres_version(args.pg_url)
+        print(f"store: PostgreSQL {machine['postgres']} at {args.pg_url} (its public schema is emptied)")
     print(f"code: {machine['code']}")
     print(
         f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']}; "
@@ -785,7 +880,7 @@ def run_parent(args: argparse.Namespace) -> int:
         print()
         print(section)
         if not args.no_record:
-            record(section, args.tenants)
+            record(section, args.tenants, section_key(args))
             print(f"written to {RESULTS}")
     finally:
         if args.keep or failed or args.workdir:
@@ -802,6 +897,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tenants", type=int, default=100_000, help="number of synthetic tenants (default 100000)")
     p.add_argument("--seed", type=int, default=2026, help="make_data.py seed (default 2026)")
     p.add_argument(
+        "--store",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the store the steps share: a SQLite file (default) or PostgreSQL (--pg-url)",
+    )
+    p.add_argument(
+        "--pg-url", default=PG_URL, help=f"PostgreSQL database for --store postgresql, emptied first (default {PG_URL})"
+    )
+    p.add_argument(
         "--dispatch-limit", type=int, default=1000, help="nudges in the dispatch step; 0 skips it (default 1000)"
     )
     p.add_argument(
@@ -809,6 +913,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=("head", "worktree"),
         default="head",
         help="measure the last commit (default) or the working tree, copied at the start",
+    )
+    p.add_argument(
+        "--commit",
+        default="HEAD",
+        help="with --code head: measure this commit instead of HEAD (so several runs measure one version)",
     )
     p.add_argument(
         "--profile",
