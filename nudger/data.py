@@ -293,6 +293,10 @@ def _runaway_quotes(
     (no cell of the data contract holds a line break)."""
     last = 1  # the header
     for line, row in rows:
+        if line == last + 1:  # the usual row: one line after the last, so no line break inside it
+            last = line
+            yield line, row
+            continue
         cells = [c for v in row.values() for c in (v if isinstance(v, list) else [v]) if isinstance(c, str)]
         breaks = sum(len(_BREAK.findall(c)) for c in cells)
         if not breaks:
